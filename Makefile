@@ -1,0 +1,28 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   train a tiny ViT on CIFAR-10 and report its test accuracy
+#   make test   create the environment and run every test (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+DATA   ?= ../shared/data
+
+.PHONY: venv demo test test-cpu test-cuda notebooks bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev,oracle]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m minivit.cli attention-example
+	$(PY) -m minivit.cli train --preset cifar10-tiny --epochs 1 --data-dir $(DATA) --backend numba --out runs/demo
+
+test: venv
+	$(PY) -m pytest -q tests
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/cuda
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

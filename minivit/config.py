@@ -1,0 +1,245 @@
+"""ViTConfig: every architectural choice of the model in one dataclass, plus named presets.
+
+The paper's models (Table 1) are presets ``vit-ti16`` … ``vit-h14`` at 224 px with a
+1000-class linear head, so :meth:`ViTConfig.num_params` reproduces the official parameter
+counts exactly (REFERENCE.md §2). The CIFAR presets use P = 4 on 32 × 32 images: patch
+size 16 would leave only 4 tokens, which is catastrophic on small images.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+HEAD_TYPES = ("linear", "pre-logits")
+GELU_FORMS = ("tanh", "erf")
+POS_EMBEDS = ("learned-1d", "learned-2d", "none")
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Architecture of a Vision Transformer (paper §3.1, Table 1).
+
+    image_size: side of the square input image in pixels (H = W).
+    channels:   C, colour channels of the input.
+    patch_size: P, side of a square patch.
+    stride:     S, step between patches; ``None`` means S = P (non-overlapping, as in the
+                paper). S < P gives overlapping patches: N = ((H−P)/S + 1)².
+    dim:        D, the token width.
+    depth:      L, number of encoder blocks.
+    heads:      number of attention heads; D_h = D / heads.
+    mlp_dim:    hidden width of each block's MLP.
+    num_classes: outputs of the classification head.
+    head_type:  ``"linear"`` (fine-tuning head) or ``"pre-logits"`` (tanh MLP D→D, then
+                linear, as at pre-training).
+    gelu:       ``"tanh"`` (official JAX model) or ``"erf"`` (exact, PyTorch/timm default).
+    ln_eps:     LayerNorm epsilon (1e-6 in the official model and timm).
+    pos_embed:  ``"learned-1d"`` (paper default), ``"learned-2d"`` (Appendix D.4: one D/2
+                table per axis, concatenated) or ``"none"``.
+    """
+
+    image_size: int = 32
+    channels: int = 3
+    patch_size: int = 4
+    stride: int | None = None
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_dim: int = 256
+    num_classes: int = 10
+    head_type: str = "linear"
+    gelu: str = "tanh"
+    ln_eps: float = 1e-6
+    pos_embed: str = "learned-1d"
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def S(self) -> int:
+        """The stride actually used (S = P when ``stride`` is None)."""
+        return self.patch_size if self.stride is None else self.stride
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(G_h, G_w): patches along the height and the width."""
+        g = (self.image_size - self.patch_size) // self.S + 1
+        return g, g
+
+    @property
+    def num_patches(self) -> int:
+        """N, the number of patch tokens (the class token comes on top: N + 1 tokens)."""
+        gh, gw = self.grid
+        return gh * gw
+
+    @property
+    def head_dim(self) -> int:
+        """D_h = D / heads, the width of one attention head."""
+        return self.dim // self.heads
+
+    @property
+    def patch_dim(self) -> int:
+        """P²·C, the length of one flattened patch."""
+        return self.patch_size * self.patch_size * self.channels
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` (a ValueError) naming the offending numbers."""
+        for name in ("image_size", "channels", "patch_size", "dim", "depth", "heads",
+                     "mlp_dim", "num_classes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if self.stride is not None and (not isinstance(self.stride, int) or self.stride < 1):
+            raise ConfigError(f"stride must be a positive integer or None, got {self.stride!r}")
+        if self.patch_size > self.image_size:
+            raise ConfigError(f"patch size P={self.patch_size} is larger than the image "
+                              f"({self.image_size}x{self.image_size})")
+        if (self.image_size - self.patch_size) % self.S != 0:
+            raise ConfigError(
+                f"(H - P) = ({self.image_size} - {self.patch_size}) = "
+                f"{self.image_size - self.patch_size} is not divisible by the stride S={self.S}")
+        if self.dim % self.heads != 0:
+            raise ConfigError(f"D={self.dim} is not divisible by heads={self.heads}")
+        if self.head_type not in HEAD_TYPES:
+            raise ConfigError(f"head_type must be one of {HEAD_TYPES}, got {self.head_type!r}")
+        if self.gelu not in GELU_FORMS:
+            raise ConfigError(f"gelu must be one of {GELU_FORMS}, got {self.gelu!r}")
+        if self.pos_embed not in POS_EMBEDS:
+            raise ConfigError(f"pos_embed must be one of {POS_EMBEDS}, got {self.pos_embed!r}")
+        if self.pos_embed == "learned-2d" and self.dim % 2 != 0:
+            raise ConfigError(f"learned-2d position embeddings need an even D "
+                              f"(one D/2 table per axis), got D={self.dim}")
+        if not (isinstance(self.ln_eps, (int, float)) and self.ln_eps > 0):
+            raise ConfigError(f"ln_eps must be a positive number, got {self.ln_eps!r}")
+
+    # ------------------------------------------------------------------ parameters
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name → shape of every parameter, in model order (nothing is allocated).
+
+        Dense kernels are stored (in, out) and used as ``x @ W``.
+        """
+        D, M, C = self.dim, self.mlp_dim, self.num_classes
+        gh, gw = self.grid
+        shapes: dict[str, tuple[int, ...]] = {
+            "patch_embed.weight": (self.patch_dim, D),  # E in Eq. 1, rows in (h, w, c) order
+            "patch_embed.bias": (D,),
+            "cls_token": (1, 1, D),                     # x_class in Eq. 1
+        }
+        if self.pos_embed == "learned-1d":
+            shapes["pos_embed"] = (1, self.num_patches + 1, D)   # E_pos in Eq. 1
+        elif self.pos_embed == "learned-2d":
+            shapes["pos_embed_cls"] = (1, D)            # the class token's own embedding
+            shapes["pos_embed_row"] = (gh, D // 2)      # Y-embedding, one row per grid row
+            shapes["pos_embed_col"] = (gw, D // 2)      # X-embedding
+        for i in range(self.depth):
+            p = f"blocks.{i}."
+            shapes.update({
+                p + "norm1.weight": (D,), p + "norm1.bias": (D,),
+                p + "attn.qkv.weight": (D, 3 * D), p + "attn.qkv.bias": (3 * D,),
+                p + "attn.proj.weight": (D, D), p + "attn.proj.bias": (D,),
+                p + "norm2.weight": (D,), p + "norm2.bias": (D,),
+                p + "mlp.fc1.weight": (D, M), p + "mlp.fc1.bias": (M,),
+                p + "mlp.fc2.weight": (M, D), p + "mlp.fc2.bias": (D,),
+            })
+        shapes["norm.weight"] = (D,)
+        shapes["norm.bias"] = (D,)
+        if self.head_type == "pre-logits":
+            shapes["pre_logits.weight"] = (D, D)
+            shapes["pre_logits.bias"] = (D,)
+        shapes["head.weight"] = (D, C)
+        shapes["head.bias"] = (C,)
+        return shapes
+
+    def num_params(self) -> int:
+        """Exact number of scalar parameters, counted from the shapes (no allocation)."""
+        total = 0
+        for shape in self.param_shapes().values():
+            n = 1
+            for s in shape:
+                n *= s
+            total += n
+        return total
+
+    def flops_per_image(self) -> int:
+        """Approximate forward FLOPs for one image (2 per multiply-add; matmuls only).
+
+        Training costs about 3× this (forward + two matmuls per matmul in backward).
+        """
+        N1, D, M = self.num_patches + 1, self.dim, self.mlp_dim
+        f = 2 * self.num_patches * self.patch_dim * D                # patch embedding
+        per_block = 2 * N1 * D * 3 * D + 2 * N1 * D * D             # qkv, proj
+        per_block += 2 * 2 * N1 * N1 * D                             # q kᵀ and A v
+        per_block += 2 * 2 * N1 * D * M                              # fc1, fc2
+        f += self.depth * per_block
+        f += 2 * D * self.num_classes + (2 * D * D if self.head_type == "pre-logits" else 0)
+        return f
+
+    # ------------------------------------------------------------------ (de)serialise
+    def to_dict(self) -> dict:
+        """Plain-JSON dict of every field."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ViTConfig":
+        """Build from a dict, refusing unknown fields by name."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str) -> "ViTConfig":
+        try:
+            d = json.loads(s)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    def replace(self, **changes) -> "ViTConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "ViTConfig":
+        """A named preset, optionally with fields overridden.
+
+        Paper (Table 1; 224 px, 1000 classes, linear head): vit-ti16, vit-s16, vit-b16,
+        vit-b32, vit-l16, vit-h14. CIFAR-10 (32 px, P = 4, 10 classes): cifar10-tiny,
+        cifar10-small.
+        """
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+        d = dict(PRESETS[name])
+        d.update(overrides)
+        return cls.from_dict(d)
+
+
+def _paper(patch, dim, depth, heads, mlp):
+    return dict(image_size=224, channels=3, patch_size=patch, dim=dim, depth=depth,
+                heads=heads, mlp_dim=mlp, num_classes=1000)
+
+
+PRESETS: dict[str, dict] = {
+    "vit-ti16": _paper(16, 192, 12, 3, 768),
+    "vit-s16": _paper(16, 384, 12, 6, 1536),
+    "vit-b16": _paper(16, 768, 12, 12, 3072),
+    "vit-b32": _paper(32, 768, 12, 12, 3072),
+    "vit-l16": _paper(16, 1024, 24, 16, 4096),
+    "vit-h14": _paper(14, 1280, 32, 16, 5120),
+    # CIFAR-10 from scratch. tiny: the size that trains in minutes on 2 CPU cores.
+    "cifar10-tiny": dict(image_size=32, channels=3, patch_size=4, dim=128, depth=4,
+                         heads=4, mlp_dim=256, num_classes=10),
+    # small: the "wider model" of the benchmarks (D = 192, depth 6, heads 3).
+    "cifar10-small": dict(image_size=32, channels=3, patch_size=4, dim=192, depth=6,
+                          heads=3, mlp_dim=768, num_classes=10),
+}

@@ -1,0 +1,332 @@
+"""The Vision Transformer, in the order of the paper (§3.1, Eq. 1–4).
+
+    Eq. 1   z_0 = [x_class; x_p¹E; …; x_pᴺE] + E_pos              embed_forward
+    Eq. 2   z'_ℓ = MSA(LN(z_{ℓ−1})) + z_{ℓ−1}                      block_forward
+    Eq. 3   z_ℓ  = MLP(LN(z'_ℓ)) + z'_ℓ                             block_forward
+    Eq. 4   y    = LN(z_L⁰)                                         head_forward
+            logits = head(y)   (linear, or tanh pre-logits + linear)
+
+Each stage has its backward pass right below it. The model does no arithmetic on arrays
+itself: every op goes through the backend (NumPy, Numba or CUDA), so this one file drives
+all of them. Parameters and gradients are flat, ordered dicts with the same names
+(``blocks.3.attn.qkv.weight`` …), kernels stored (in, out) and used as ``x @ W``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backends import get_backend
+from .config import ViTConfig
+from .errors import ConfigError
+
+
+# ---------------------------------------------------------------------- initialisation
+def _xavier_uniform(rng, fan_in, fan_out, shape):
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape)
+
+
+def _lecun_normal(rng, fan_in, shape):
+    # Flax's default kernel init: truncated normal (±2σ), variance 1/fan_in. The divisor
+    # corrects the standard deviation lost by truncation.
+    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+    x = rng.standard_normal(size=shape)
+    bad = np.abs(x) > 2.0
+    while bad.any():                       # resample outside ±2σ (exact truncation)
+        x[bad] = rng.standard_normal(size=int(bad.sum()))
+        bad = np.abs(x) > 2.0
+    return x * std
+
+
+def init_params(config: ViTConfig, seed=0) -> dict[str, np.ndarray]:
+    """Official-style initialisation (REFERENCE.md §2), float64 host arrays.
+
+    Position embeddings normal(0.02); class token zeros; patch embedding and pre-logits
+    LeCun normal (Flax's default for conv/dense); attention and MLP kernels Xavier-uniform
+    (each of q, k, v as its own D×D kernel); MLP biases normal(1e-6); LayerNorm 1/0;
+    other biases and the head zero.
+    """
+    rng = np.random.default_rng(seed)
+    D = config.dim
+    p = {}
+    for name, shape in config.param_shapes().items():
+        if name == "patch_embed.weight":
+            p[name] = _lecun_normal(rng, config.patch_dim, shape)
+        elif name.startswith("pos_embed"):
+            p[name] = rng.normal(0.0, 0.02, size=shape)
+        elif name.endswith("attn.qkv.weight"):
+            p[name] = np.concatenate([_xavier_uniform(rng, D, D, (D, D)) for _ in range(3)],
+                                     axis=1)
+        elif name.endswith("attn.proj.weight") or name.endswith(("fc1.weight", "fc2.weight")):
+            p[name] = _xavier_uniform(rng, shape[0], shape[1], shape)
+        elif name.endswith(("fc1.bias", "fc2.bias")):
+            p[name] = rng.normal(0.0, 1e-6, size=shape)
+        elif name == "pre_logits.weight":
+            p[name] = _lecun_normal(rng, D, shape)
+        elif name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "norm.weight":
+            p[name] = np.ones(shape)
+        else:                               # biases, class token, head
+            p[name] = np.zeros(shape)
+    return p
+
+
+class ViT:
+    """A Vision Transformer with hand-written forward and backward passes.
+
+    config: a :class:`ViTConfig` (or a preset name). seed: initialisation seed.
+    dtype: "float32" (training) or "float64" (gradient checks).
+    backend: "numpy" (reference), "numba" (CPU JIT) or "cuda" (numba.cuda), or a backend
+    object. ``params`` and ``grads`` are dicts of backend arrays with the same names.
+    """
+
+    def __init__(self, config, seed=0, dtype="float32", backend="numpy", params=None):
+        if isinstance(config, str):
+            config = ViTConfig.preset(config)
+        if not isinstance(config, ViTConfig):
+            raise ConfigError(f"config must be a ViTConfig or a preset name, got {config!r}")
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise ConfigError(f"dtype must be float32 or float64, got {dtype!r}")
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        self.be = get_backend(backend)
+        host = init_params(config, seed) if params is None else params
+        self.params = {}
+        self.load_params(host)
+        self.grads: dict = {}
+        self._cache: dict = {}
+        self.keep_attention = False
+        self.last_attention: list = []
+
+    # ------------------------------------------------------------------ parameters
+    def load_params(self, host_params: dict, strict=True):
+        """Copy host arrays into the model, checking every name and shape.
+
+        host_params: name → array. Raises ConfigError naming a missing, unexpected or
+        mis-shaped key.
+        """
+        shapes = self.config.param_shapes()
+        if strict:
+            missing = [k for k in shapes if k not in host_params]
+            extra = [k for k in host_params if k not in shapes]
+            if missing:
+                raise ConfigError(f"missing parameter(s): {', '.join(missing)}")
+            if extra:
+                raise ConfigError(f"unexpected parameter(s): {', '.join(extra)}")
+        for name, shape in shapes.items():
+            if name not in host_params:
+                continue
+            a = np.asarray(host_params[name])
+            if a.shape != shape:
+                raise ConfigError(f"parameter {name} has shape {a.shape}, expected {shape}")
+            if a.dtype.kind != "f":
+                raise ConfigError(f"parameter {name} has dtype {a.dtype}, expected floats")
+            self.params[name] = self.be.asarray(a, dtype=self.dtype)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies of every parameter, in model order."""
+        return {k: np.array(self.be.to_host(v)) for k, v in self.params.items()}
+
+    def num_params(self) -> int:
+        """Number of scalars actually allocated."""
+        return int(sum(int(np.prod(v.shape)) for v in self.params.values()))
+
+    # ------------------------------------------------------------------ input checks
+    def check_images(self, images):
+        """images: (B, H, W, C) float, already normalised. Returns them as a backend array
+        of the model dtype. Raises ValueError naming the shape/dtype problem."""
+        c = self.config
+        a = images if not isinstance(images, np.ndarray) else images
+        shape = getattr(a, "shape", None)
+        if shape is None or len(shape) != 4:
+            raise ConfigError(f"images must be (B, H, W, C), got shape {shape}")
+        B, H, W, C = shape
+        if H != c.image_size or W != c.image_size:
+            raise ConfigError(f"image size {H}x{W} does not match the config's "
+                              f"{c.image_size}x{c.image_size}")
+        if C != c.channels:
+            raise ConfigError(f"images have {C} channels, the config expects {c.channels}")
+        if B < 1:
+            raise ConfigError("empty batch: B = 0")
+        if isinstance(a, np.ndarray):
+            if a.dtype.kind not in "f":
+                raise ConfigError(
+                    f"images must be normalised floats, got dtype {a.dtype}; use "
+                    f"minivit.data.normalize (uint8 pixels are never scaled silently)")
+            if not np.isfinite(a).all():
+                raise ConfigError("images contain NaN or inf")
+        return self.be.asarray(a, dtype=self.dtype)
+
+    # ------------------------------------------------------------------ Eq. 1
+    def embed_forward(self, images, patch_transform=None):
+        """Eq. 1. images: (B, H, W, C) → z_0: (B, N+1, D).
+
+        patch_transform: optional object with ``forward(e) -> (e', cache)`` and
+        ``backward(de', cache) -> de`` applied to the patch embeddings x_pE (B, N, D)
+        before the class token and E_pos are added (masked patch prediction uses it).
+        """
+        be, c, p, cache = self.be, self.config, self.params, self._cache
+        x = self.check_images(images)
+        patches, cache["patches"] = be.patches_forward(x, c.patch_size, c.S)  # (B, N, P²C)
+        e, cache["embed"] = be.linear_forward(patches, p["patch_embed.weight"],
+                                              p["patch_embed.bias"])           # x_p E
+        if patch_transform is not None:
+            e, cache["patch_transform"] = patch_transform.forward(e)
+        cache["patch_transform_obj"] = patch_transform
+        pos = self._pos_embed_forward()
+        z0, cache["tokens"] = be.tokens_forward(e, p["cls_token"], pos)       # + E_pos
+        return z0
+
+    def _pos_embed_forward(self):
+        p, c = self.params, self.config
+        if c.pos_embed == "learned-1d":
+            return p["pos_embed"]
+        if c.pos_embed == "learned-2d":
+            pos, self._cache["pos2d"] = self.be.pos2d_forward(
+                p["pos_embed_cls"], p["pos_embed_row"], p["pos_embed_col"])
+            return pos
+        return None
+
+    def embed_backward(self, dz0, need_dimages=False):
+        """dz0: (B, N+1, D). Fills the gradients of Eq. 1's parameters; returns
+        dimages (B, H, W, C) when need_dimages, else None."""
+        be, cache, g, c = self.be, self._cache, self.grads, self.config
+        de, g["cls_token"], dpos = be.tokens_backward(dz0, cache["tokens"])
+        if c.pos_embed == "learned-1d":
+            g["pos_embed"] = dpos
+        elif c.pos_embed == "learned-2d":
+            g["pos_embed_cls"], g["pos_embed_row"], g["pos_embed_col"] = \
+                be.pos2d_backward(dpos, cache["pos2d"])
+        pt = cache["patch_transform_obj"]
+        if pt is not None:
+            de = pt.backward(de, cache["patch_transform"])
+        dpatches, g["patch_embed.weight"], g["patch_embed.bias"] = be.linear_backward(
+            de, cache["embed"], need_dx=need_dimages)
+        if need_dimages:
+            return be.patches_backward(dpatches, cache["patches"])
+        return None
+
+    # ------------------------------------------------------------------ Eq. 2–3
+    def block_forward(self, i, z):
+        """Encoder block i. z: (B, N+1, D) → (B, N+1, D). Pre-norm residual branches."""
+        be, c, p = self.be, self.config, self.params
+        n = f"blocks.{i}."
+        bc = {}
+        # Eq. 2: z' = MSA(LN(z)) + z
+        h, bc["ln1"] = be.layernorm_forward(z, p[n + "norm1.weight"], p[n + "norm1.bias"],
+                                            c.ln_eps)
+        qkv, bc["qkv"] = be.linear_forward(h, p[n + "attn.qkv.weight"], p[n + "attn.qkv.bias"])
+        a, bc["attn"] = be.mhsa_core_forward(qkv, c.heads)      # softmax(q kᵀ/√D_h) v
+        if self.keep_attention:
+            self.last_attention.append(be.attention_probs(bc["attn"]))
+        o, bc["proj"] = be.linear_forward(a, p[n + "attn.proj.weight"], p[n + "attn.proj.bias"])
+        z = be.add(z, o)
+        # Eq. 3: z = MLP(LN(z')) + z',  MLP = fc2(GELU(fc1(·)))
+        h, bc["ln2"] = be.layernorm_forward(z, p[n + "norm2.weight"], p[n + "norm2.bias"],
+                                            c.ln_eps)
+        u, bc["fc1"] = be.linear_gelu_forward(h, p[n + "mlp.fc1.weight"],
+                                              p[n + "mlp.fc1.bias"], c.gelu)
+        m, bc["fc2"] = be.linear_forward(u, p[n + "mlp.fc2.weight"], p[n + "mlp.fc2.bias"])
+        self._cache[f"block{i}"] = bc
+        return be.add(z, m)
+
+    def block_backward(self, i, dz):
+        """dz: (B, N+1, D), gradient w.r.t. block i's output. Returns the gradient w.r.t.
+        its input and fills the block's parameter gradients. A residual passes its
+        gradient through unchanged and adds the branch's."""
+        be, g = self.be, self.grads
+        n = f"blocks.{i}."
+        bc = self._cache[f"block{i}"]
+        # Eq. 3 backward
+        du, g[n + "mlp.fc2.weight"], g[n + "mlp.fc2.bias"] = be.linear_backward(dz, bc["fc2"])
+        dh, g[n + "mlp.fc1.weight"], g[n + "mlp.fc1.bias"] = be.linear_gelu_backward(du, bc["fc1"])
+        dx, g[n + "norm2.weight"], g[n + "norm2.bias"] = be.layernorm_backward(dh, bc["ln2"])
+        dz = be.add(dz, dx)
+        # Eq. 2 backward
+        da, g[n + "attn.proj.weight"], g[n + "attn.proj.bias"] = be.linear_backward(dz, bc["proj"])
+        dqkv = be.mhsa_core_backward(da, bc["attn"])
+        dh, g[n + "attn.qkv.weight"], g[n + "attn.qkv.bias"] = be.linear_backward(dqkv, bc["qkv"])
+        dx, g[n + "norm1.weight"], g[n + "norm1.bias"] = be.layernorm_backward(dh, bc["ln1"])
+        return be.add(dz, dx)
+
+    def encoder_forward(self, z):
+        """Eq. 2–3 for ℓ = 1 … L. z: (B, N+1, D) → z_L: (B, N+1, D)."""
+        self.last_attention = []
+        for i in range(self.config.depth):
+            z = self.block_forward(i, z)
+        return z
+
+    def encoder_backward(self, dz):
+        """dz: (B, N+1, D) w.r.t. z_L → gradient w.r.t. z_0."""
+        for i in reversed(range(self.config.depth)):
+            dz = self.block_backward(i, dz)
+        return dz
+
+    # ------------------------------------------------------------------ Eq. 4 + head
+    def head_forward(self, zL):
+        """Eq. 4 and the head. zL: (B, N+1, D) → logits: (B, classes)."""
+        be, c, p, cache = self.be, self.config, self.params, self._cache
+        cache["zL_shape"] = zL.shape
+        t = be.take_cls(zL)                                         # z_L⁰
+        y, cache["ln_f"] = be.layernorm_forward(t, p["norm.weight"], p["norm.bias"], c.ln_eps)
+        if c.head_type == "pre-logits":
+            y, cache["pre"] = be.linear_forward(y, p["pre_logits.weight"], p["pre_logits.bias"])
+            y, cache["tanh"] = be.tanh_forward(y)
+        logits, cache["head"] = be.linear_forward(y, p["head.weight"], p["head.bias"])
+        return logits
+
+    def head_backward(self, dlogits):
+        """dlogits: (B, classes) → gradient w.r.t. z_L: (B, N+1, D)."""
+        be, c, g, cache = self.be, self.config, self.grads, self._cache
+        dy, g["head.weight"], g["head.bias"] = be.linear_backward(dlogits, cache["head"])
+        if c.head_type == "pre-logits":
+            dy = be.tanh_backward(dy, cache["tanh"])
+            dy, g["pre_logits.weight"], g["pre_logits.bias"] = be.linear_backward(dy, cache["pre"])
+        dt, g["norm.weight"], g["norm.bias"] = be.layernorm_backward(dy, cache["ln_f"])
+        return be.take_cls_backward(dt, cache["zL_shape"])
+
+    # ------------------------------------------------------------------ whole model
+    def forward(self, images, keep_attention=False):
+        """images: (B, H, W, C) normalised floats → logits: (B, classes) (backend array).
+
+        keep_attention: also store every layer's attention matrices (B, H, N+1, N+1) as
+        host arrays in ``self.last_attention`` (for inspection).
+        """
+        self.keep_attention = keep_attention
+        self._cache = {}
+        z0 = self.embed_forward(images)
+        zL = self.encoder_forward(z0)
+        return self.head_forward(zL)
+
+    def backward(self, dlogits, need_dimages=False):
+        """dlogits: (B, classes), gradient of the loss w.r.t. the last forward's logits.
+        Fills ``self.grads`` (same names as ``self.params``); returns dimages
+        (B, H, W, C) when need_dimages, else None."""
+        if "head" not in self._cache:
+            raise RuntimeError("backward() called before forward()")
+        dzL = self.head_backward(self.be.asarray(dlogits, dtype=self.dtype))
+        dz0 = self.encoder_backward(dzL)
+        return self.embed_backward(dz0, need_dimages)
+
+    def loss_and_grads(self, images, labels, smoothing=0.0):
+        """One forward and backward pass with softmax cross-entropy.
+
+        images: (B, H, W, C); labels: (B,) ints or (B, classes) soft targets.
+        Returns (loss: float, logits: host (B, classes)); gradients land in ``self.grads``.
+        """
+        logits = self.forward(images)
+        loss, dlogits = self.be.softmax_cross_entropy(logits, labels, smoothing)
+        self.backward(dlogits)
+        return loss, self.be.to_host(logits)
+
+    def predict_proba(self, images, batch_size=256):
+        """images: (B, H, W, C) normalised → class probabilities: (B, classes) host float."""
+        out = []
+        for s in range(0, len(images), batch_size):
+            logits = np.asarray(self.be.to_host(self.forward(images[s:s + batch_size])),
+                                dtype=np.float64)
+            self._cache = {}
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            out.append(e / e.sum(axis=1, keepdims=True))
+        return np.concatenate(out, axis=0)
