@@ -1,0 +1,903 @@
+"""The ``numba.cuda`` kernels of the CUDA backend. Their NumPy reference ops in
+:mod:`minivit.ops` are the specification; :mod:`minivit.backends.cuda_backend` holds the
+host-side wrappers that pick launch configurations from shapes.
+
+Kernels are built by a factory, once per (dtype, :class:`Tiles`): every constant inside a
+kernel is a scalar of the array dtype and every accumulator is declared with it, so a
+float32 model computes in float32 on the GPU (a bare ``0.5`` literal would silently
+promote to float64) and a float64 model (gradient checks) in float64. The tile sizes are
+compile-time constants of the factory; the tests build the same kernel source with tiny
+tiles as well, so that multi-tile loops and ragged edges run under the CUDA simulator on
+shapes of a few elements.
+
+Conventions: ``B`` batch, ``N`` tokens, ``D`` width, ``H`` heads, ``D_h = D/H``, ``P``
+patch size, ``S`` stride, ``C`` classes (or channels for images), ``R`` rows of a 2-D
+view. Elementwise kernels take flat 1-D views and use grid-stride loops.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from types import SimpleNamespace
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import cuda
+
+
+class Tiles(NamedTuple):
+    """Compile-time tile sizes.
+
+    mm_ty, mm_tx: threads per matmul block (rows, columns); mm_rm, mm_rn: outputs per
+    thread (register block), so a block computes a (mm_ty·mm_rm) × (mm_tx·mm_rn) tile of C;
+    mm_bk: depth of one K slab staged in shared memory.
+    attn_bq: threads (query rows, or key rows in the dK/dV kernel) per attention block;
+    attn_bkv: keys (or queries) per shared-memory tile of the attention loops.
+    row: threads per block of the one-block-per-row kernels (LayerNorm, cross-entropy);
+    a power of two. col_x, col_y: columns and row lanes per block of the column
+    reductions. ew: threads per block of the elementwise / reduction kernels (power of 2).
+    """
+    mm_ty: int = 16
+    mm_tx: int = 16
+    mm_rm: int = 4
+    mm_rn: int = 4
+    mm_bk: int = 16
+    attn_bq: int = 64
+    attn_bkv: int = 32
+    row: int = 128
+    col_x: int = 32
+    col_y: int = 8
+    ew: int = 256
+
+
+DEFAULT_TILES = Tiles()
+#: Tiny tiles for the simulator tests: several tiles on shapes of 5–20 elements.
+SMALL_TILES = Tiles(mm_ty=4, mm_tx=4, mm_rm=2, mm_rn=2, mm_bk=4, attn_bq=4, attn_bkv=3,
+                    row=8, col_x=4, col_y=2, ew=32)
+
+# Activation codes of the matmul epilogue and of the GELU kernels.
+ACT_NONE, ACT_GELU_TANH, ACT_GELU_ERF = 0, 1, 2
+# Modes of the reduce kernel.
+RED_SUM, RED_SUMSQ, RED_NONFINITE = 0, 1, 2
+
+
+@lru_cache(maxsize=None)
+def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
+    """All kernels (except attention, see :func:`attention_kernels`) for one float dtype
+    and tile configuration, as attributes of a namespace. Built and cached on first use."""
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"CUDA kernels support float32 and float64, got {dt}")
+    F = numba.from_dtype(dt)
+    c = dt.type
+    ZERO, ONE, HALF, NEG_INF = c(0.0), c(1.0), c(0.5), c(-np.inf)
+    SQRT_2_OVER_PI = c(math.sqrt(2.0 / math.pi))
+    INV_SQRT_2 = c(1.0 / math.sqrt(2.0))
+    INV_SQRT_2PI = c(1.0 / math.sqrt(2.0 * math.pi))
+    GC = c(0.044715)
+    GC3 = c(3.0 * 0.044715)
+
+    TY, TX, RM, RN, BK = tiles.mm_ty, tiles.mm_tx, tiles.mm_rm, tiles.mm_rn, tiles.mm_bk
+    BM, BN = TY * RM, TX * RN
+    NT = TY * TX
+    A_LOADS = (BM * BK + NT - 1) // NT
+    B_LOADS = (BK * BN + NT - 1) // NT
+    RT = tiles.row
+    CX, CY = tiles.col_x, tiles.col_y
+    EW = tiles.ew
+    for name, v in (("row", RT), ("ew", EW)):
+        if v & (v - 1):
+            raise ValueError(f"Tiles.{name} must be a power of two, got {v}")
+
+    # ------------------------------------------------------------------ device helpers
+    @cuda.jit(device=True)
+    def gelu_tanh(x):
+        # GELU, tanh form: 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))
+        return HALF * x * (ONE + math.tanh(SQRT_2_OVER_PI * (x + GC * x * x * x)))
+
+    @cuda.jit(device=True)
+    def gelu_erf(x):
+        # GELU, exact form: x·Φ(x) = 0.5·x·(1 + erf(x/√2))
+        return HALF * x * (ONE + math.erf(x * INV_SQRT_2))
+
+    @cuda.jit(device=True)
+    def dgelu_tanh(x):
+        # d/dx of the tanh form: 0.5(1+t) + 0.5x(1−t²)·√(2/π)(1 + 3·0.044715x²)
+        t = math.tanh(SQRT_2_OVER_PI * (x + GC * x * x * x))
+        du = SQRT_2_OVER_PI * (ONE + GC3 * x * x)
+        return HALF * (ONE + t) + HALF * x * (ONE - t * t) * du
+
+    @cuda.jit(device=True)
+    def dgelu_erf(x):
+        # d/dx [x Φ(x)] = Φ(x) + x φ(x)
+        cdf = HALF * (ONE + math.erf(x * INV_SQRT_2))
+        return cdf + x * INV_SQRT_2PI * math.exp(-HALF * x * x)
+
+    @cuda.jit(device=True)
+    def block_sum(red, t, v):
+        # Tree sum of one value per thread over a block of RT threads (red: shared (RT,)).
+        red[t] = v
+        cuda.syncthreads()
+        s = RT // 2
+        while s > 0:
+            if t < s:
+                red[t] += red[t + s]
+            cuda.syncthreads()
+            s //= 2
+        r = red[0]
+        cuda.syncthreads()
+        return r
+
+    @cuda.jit(device=True)
+    def block_max(red, t, v):
+        # Tree maximum over a block of RT threads (red: shared (RT,)).
+        red[t] = v
+        cuda.syncthreads()
+        s = RT // 2
+        while s > 0:
+            if t < s:
+                if red[t + s] > red[t]:
+                    red[t] = red[t + s]
+            cuda.syncthreads()
+            s //= 2
+        r = red[0]
+        cuda.syncthreads()
+        return r
+
+    # ------------------------------------------------------------------ matmul
+    @cuda.jit
+    def matmul(A, Bm, bias, C, Hpre, M, N, K, trans_a, trans_b, has_bias, act):
+        """C (M, N) = act(op(A) · op(B) + bias). op(A) = A (M, K) or, trans_a, Aᵀ with
+        A (K, M); op(B) = B (K, N) or, trans_b, Bᵀ with B (N, K). bias: (N,) used when
+        has_bias. act 1/2: GELU tanh/erf epilogue, pre-activation also written to Hpre."""
+        # Tiling: a block of TY×TX threads owns a BM×BN tile of C (BM = TY·RM, BN = TX·RN);
+        # thread (ty, tx) keeps an RM×RN register block at rows ty + TY·i, cols tx + TX·j
+        # (strided, so stores coalesce and shared reads are broadcast/conflict-free).
+        # K is swept in BK-deep slabs: both operands are staged in shared memory as
+        # As[k, m] and Bs[k, n] (A's rows padded by one against bank conflicts), loaded
+        # coalesced along the operand's contiguous axis whatever the transposition, with
+        # zeros outside the matrix, so any M, N, K work.
+        As = cuda.shared.array((BK, BM + 1), F)
+        Bs = cuda.shared.array((BK, BN), F)
+        acc = cuda.local.array((RM, RN), F)
+        af = cuda.local.array(RM, F)
+        bf = cuda.local.array(RN, F)
+        ty = cuda.threadIdx.y
+        tx = cuda.threadIdx.x
+        tid = ty * TX + tx
+        m0 = cuda.blockIdx.y * BM
+        n0 = cuda.blockIdx.x * BN
+        for i in range(RM):
+            for j in range(RN):
+                acc[i, j] = ZERO
+        for k0 in range(0, K, BK):
+            for r in range(A_LOADS):
+                e = tid + r * NT
+                if e < BM * BK:
+                    if trans_a:                      # A: (K, M), contiguous along m
+                        kk = e // BM
+                        mm = e - kk * BM
+                        gk = k0 + kk
+                        gm = m0 + mm
+                        As[kk, mm] = A[gk, gm] if (gk < K and gm < M) else ZERO
+                    else:                            # A: (M, K), contiguous along k
+                        mm = e // BK
+                        kk = e - mm * BK
+                        gk = k0 + kk
+                        gm = m0 + mm
+                        As[kk, mm] = A[gm, gk] if (gk < K and gm < M) else ZERO
+            for r in range(B_LOADS):
+                e = tid + r * NT
+                if e < BK * BN:
+                    if trans_b:                      # B: (N, K), contiguous along k
+                        nn = e // BK
+                        kk = e - nn * BK
+                        gk = k0 + kk
+                        gn = n0 + nn
+                        Bs[kk, nn] = Bm[gn, gk] if (gk < K and gn < N) else ZERO
+                    else:                            # B: (K, N), contiguous along n
+                        kk = e // BN
+                        nn = e - kk * BN
+                        gk = k0 + kk
+                        gn = n0 + nn
+                        Bs[kk, nn] = Bm[gk, gn] if (gk < K and gn < N) else ZERO
+            cuda.syncthreads()
+            for kk in range(BK):
+                for i in range(RM):
+                    af[i] = As[kk, ty + TY * i]
+                for j in range(RN):
+                    bf[j] = Bs[kk, tx + TX * j]
+                for i in range(RM):
+                    for j in range(RN):
+                        acc[i, j] += af[i] * bf[j]
+            cuda.syncthreads()
+        for i in range(RM):
+            gm = m0 + ty + TY * i
+            if gm < M:
+                for j in range(RN):
+                    gn = n0 + tx + TX * j
+                    if gn < N:
+                        v = acc[i, j]
+                        if has_bias:
+                            v += bias[gn]
+                        if act == 0:
+                            C[gm, gn] = v
+                        else:
+                            Hpre[gm, gn] = v
+                            C[gm, gn] = gelu_tanh(v) if act == 1 else gelu_erf(v)
+
+    # ------------------------------------------------------------------ elementwise
+    @cuda.jit
+    def fill(x, val):
+        """x: (n,) ← val."""
+        # grid-stride, one element per thread per step
+        i = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while i < x.shape[0]:
+            x[i] = val
+            i += st
+
+    @cuda.jit
+    def copy(x, out):
+        """out: (n,) ← x: (n,) (casts when the dtypes differ)."""
+        i = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while i < x.shape[0]:
+            out[i] = x[i]
+            i += st
+
+    @cuda.jit
+    def copy2d(x, out):
+        """out: (R, C) ← x: (R, C), x possibly a strided view (e.g. z[:, 0, :])."""
+        # grid-stride over the R·C outputs, row-major so writes coalesce
+        i = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        R, Cc = out.shape
+        while i < R * Cc:
+            r = i // Cc
+            out[r, i - r * Cc] = x[r, i - r * Cc]
+            i += st
+
+    @cuda.jit
+    def add(a, b, out):
+        """out = a + b, all (n,): the residual connections of Eq. 2–3."""
+        i = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while i < out.shape[0]:
+            out[i] = a[i] + b[i]
+            i += st
+
+    @cuda.jit
+    def scale(x, s):
+        """x ← s·x in place, (n,)."""
+        i = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while i < x.shape[0]:
+            x[i] *= s
+            i += st
+
+    @cuda.jit
+    def gelu_fwd(x, out, act):
+        """out = GELU(x), (n,); act 1: tanh form, 2: erf form."""
+        i = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while i < x.shape[0]:
+            out[i] = gelu_tanh(x[i]) if act == 1 else gelu_erf(x[i])
+            i += st
+
+    @cuda.jit
+    def gelu_bwd(dy, x, dx, act):
+        """dx = dy · GELU'(x), (n,), the derivative recomputed from the pre-activation x."""
+        i = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while i < x.shape[0]:
+            dx[i] = dy[i] * (dgelu_tanh(x[i]) if act == 1 else dgelu_erf(x[i]))
+            i += st
+
+    @cuda.jit
+    def tanh_fwd(x, out):
+        """out = tanh(x), (n,)."""
+        i = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while i < x.shape[0]:
+            out[i] = math.tanh(x[i])
+            i += st
+
+    @cuda.jit
+    def tanh_bwd(dy, y, dx):
+        """dx = dy·(1 − y²) with y = tanh(x), (n,)."""
+        i = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while i < y.shape[0]:
+            dx[i] = dy[i] * (ONE - y[i] * y[i])
+            i += st
+
+    @cuda.jit
+    def adamw(p, g, m, v, decay, beta1, beta2, omb1, omb2, inv_sqrt_bc2, step_size, eps):
+        """AdamW in place on p, m, v (all (n,)), torch's arithmetic:
+        p ← p·decay; m ← β1 m + (1−β1) g; v ← β2 v + (1−β2) g²;
+        p ← p − step_size · m / (√v · inv_sqrt_bc2 + eps), step_size = lr / bc1."""
+        i = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while i < p.shape[0]:
+            gi = g[i]
+            mi = m[i] * beta1 + omb1 * gi
+            vi = v[i] * beta2 + omb2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            denom = math.sqrt(vi) * inv_sqrt_bc2 + eps
+            p[i] = p[i] * decay - step_size * (mi / denom)
+            i += st
+
+    @cuda.jit
+    def sgd(p, g, buf, lr, momentum, wd, nesterov, has_buf):
+        """SGD with momentum in place on p (and buf), all (n,), torch semantics:
+        d = g + wd·p; buf ← momentum·buf + d; p ← p − lr·(d + momentum·buf if nesterov
+        else buf). Without has_buf: p ← p − lr·d."""
+        i = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while i < p.shape[0]:
+            d = g[i] + wd * p[i]
+            if has_buf:
+                b = momentum * buf[i] + d
+                buf[i] = b
+                if nesterov:
+                    d = d + momentum * b
+                else:
+                    d = b
+            p[i] = p[i] - lr * d
+            i += st
+
+    @cuda.jit
+    def reduce(x, partial, mode):
+        """partial[block] = Σ over this block's grid-stride share of f(x), x: (n,),
+        f = x (mode 0), x² (mode 1) or [x not finite] (mode 2). Launch once with G blocks
+        and once more with one block on the G partials to get a scalar."""
+        # EW threads per block, grid-stride accumulation then a shared-memory tree
+        red = cuda.shared.array(EW, F)
+        t = cuda.threadIdx.x
+        i = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        acc = ZERO
+        while i < x.shape[0]:
+            v = x[i]
+            if mode == 0:
+                acc += v
+            elif mode == 1:
+                acc += v * v
+            elif not (v - v == ZERO):               # NaN or ±inf
+                acc += ONE
+            i += st
+        red[t] = acc
+        cuda.syncthreads()
+        s = EW // 2
+        while s > 0:
+            if t < s:
+                red[t] += red[t + s]
+            cuda.syncthreads()
+            s //= 2
+        if t == 0:
+            partial[cuda.blockIdx.x] = red[0]
+
+    # ------------------------------------------------------------------ column reductions
+    @cuda.jit
+    def col_sum(X, out):
+        """out (C,) = Σ_r X[r, :], X: (R, C) (any strides): bias gradients, dcls, dpos."""
+        # Block = CX columns × CY row lanes: lane ty sums rows ty, ty+CY, … of column
+        # blockIdx.x·CX + tx (coalesced across tx), then lane 0 adds the CY partials.
+        part = cuda.shared.array((CY, CX), F)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        col = cuda.blockIdx.x * CX + tx
+        R, Cc = X.shape
+        acc = ZERO
+        if col < Cc:
+            r = ty
+            while r < R:
+                acc += X[r, col]
+                r += CY
+        part[ty, tx] = acc
+        cuda.syncthreads()
+        if ty == 0 and col < Cc:
+            s = ZERO
+            for k in range(CY):
+                s += part[k, tx]
+            out[col] = s
+
+    @cuda.jit
+    def ln_param_grads(dy, x, mean, rstd, dgamma, dbeta):
+        """dgamma (D,) = Σ_r dy·x̂, dbeta (D,) = Σ_r dy over the rows of dy, x: (R, D);
+        x̂ = (x − mean[r])·rstd[r] is recomputed, not stored."""
+        # same CX × CY column-reduction tiling as col_sum, two sums at once
+        pg = cuda.shared.array((CY, CX), F)
+        pb = cuda.shared.array((CY, CX), F)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        col = cuda.blockIdx.x * CX + tx
+        R, D = x.shape
+        ag = ZERO
+        ab = ZERO
+        if col < D:
+            r = ty
+            while r < R:
+                d = dy[r, col]
+                ag += d * (x[r, col] - mean[r]) * rstd[r]
+                ab += d
+                r += CY
+        pg[ty, tx] = ag
+        pb[ty, tx] = ab
+        cuda.syncthreads()
+        if ty == 0 and col < D:
+            sg = ZERO
+            sb = ZERO
+            for k in range(CY):
+                sg += pg[k, tx]
+                sb += pb[k, tx]
+            dgamma[col] = sg
+            dbeta[col] = sb
+
+    # ------------------------------------------------------------------ LayerNorm
+    @cuda.jit
+    def layernorm_fwd(x, gamma, beta, eps, inv_d, y, mean, rstd):
+        """y = γ·(x − μ)/√(σ² + ε) + β over the rows of x: (R, D); also mean, rstd: (R,).
+        inv_d = 1/D in the array dtype (an integer divisor would promote to float64)."""
+        # One block of RT threads per row; two-pass mean/variance (as the reference),
+        # each a strided per-thread sum and a shared-memory tree.
+        red = cuda.shared.array(RT, F)
+        t = cuda.threadIdx.x
+        r = cuda.blockIdx.x
+        D = x.shape[1]
+        s = ZERO
+        for k in range(t, D, RT):
+            s += x[r, k]
+        mu = block_sum(red, t, s) * inv_d
+        s = ZERO
+        for k in range(t, D, RT):
+            xc = x[r, k] - mu
+            s += xc * xc
+        var = block_sum(red, t, s) * inv_d
+        rs = ONE / math.sqrt(var + eps)
+        for k in range(t, D, RT):
+            y[r, k] = (x[r, k] - mu) * rs * gamma[k] + beta[k]
+        if t == 0:
+            mean[r] = mu
+            rstd[r] = rs
+
+    @cuda.jit
+    def layernorm_bwd(dy, x, mean, rstd, gamma, inv_d, dx):
+        """dx = r·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ, per row of dy, x: (R, D)."""
+        # one block of RT threads per row, two block sums
+        red = cuda.shared.array(RT, F)
+        t = cuda.threadIdx.x
+        r = cuda.blockIdx.x
+        D = x.shape[1]
+        mu = mean[r]
+        rs = rstd[r]
+        s1 = ZERO
+        s2 = ZERO
+        for k in range(t, D, RT):
+            g = dy[r, k] * gamma[k]
+            s1 += g
+            s2 += g * (x[r, k] - mu) * rs
+        mg = block_sum(red, t, s1) * inv_d
+        mgx = block_sum(red, t, s2) * inv_d
+        for k in range(t, D, RT):
+            g = dy[r, k] * gamma[k]
+            dx[r, k] = rs * (g - mg - (x[r, k] - mu) * rs * mgx)
+
+    # ------------------------------------------------------------------ cross-entropy
+    @cuda.jit
+    def softmax_xent(logits, labels, soft, use_soft, smoothing, smooth_c, inv_b, dlogits,
+                     rowloss):
+        """Row b of logits (B, C): p = softmax, t = one-hot(labels[b]) (labels: (B,) ints)
+        or soft[b] (soft: (B, C)), smoothed t ← (1−ε)t + smooth_c (= ε/C); dlogits = (p − t)/B and
+        rowloss[b] = −Σ_c t·log p."""
+        # one block of RT threads per row: block max, block Σexp, then one pass writing
+        # dlogits and accumulating the row loss
+        red = cuda.shared.array(RT, F)
+        t = cuda.threadIdx.x
+        b = cuda.blockIdx.x
+        Cc = logits.shape[1]
+        mx = NEG_INF
+        for k in range(t, Cc, RT):
+            if logits[b, k] > mx:
+                mx = logits[b, k]
+        mx = block_max(red, t, mx)
+        s = ZERO
+        for k in range(t, Cc, RT):
+            s += math.exp(logits[b, k] - mx)
+        logse = math.log(block_sum(red, t, s))
+        lab = labels[b]
+        acc = ZERO
+        for k in range(t, Cc, RT):
+            logp = logits[b, k] - mx - logse
+            if use_soft:
+                tk = soft[b, k]
+            else:
+                tk = ONE if k == lab else ZERO
+            tk = (ONE - smoothing) * tk + smooth_c
+            dlogits[b, k] = (math.exp(logp) - tk) * inv_b
+            acc -= tk * logp
+        tot = block_sum(red, t, acc)
+        if t == 0:
+            rowloss[b] = tot
+
+    # ------------------------------------------------------------------ patches (Eq. 1)
+    @cuda.jit
+    def patches_fwd(img, out, P, S, gw):
+        """out[b, n, (i·P + j)·C + c] = img[b, g_y·S + i, g_x·S + j, c], n = g_y·G_w + g_x;
+        img: (B, H, W, C), out: (B, N, P·P·C)."""
+        # one thread per output element, grid-stride, row-major so writes coalesce
+        B, N, PPC = out.shape
+        Cc = img.shape[3]
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < B * N * PPC:
+            f = idx % PPC
+            n = (idx // PPC) % N
+            b = idx // (PPC * N)
+            pi = f // (P * Cc)
+            pj = (f // Cc) % P
+            ch = f % Cc
+            gy = n // gw
+            gx = n - gy * gw
+            out[b, n, f] = img[b, gy * S + pi, gx * S + pj, ch]
+            idx += st
+
+    @cuda.jit
+    def patches_bwd(dp, dimg, P, S, gh, gw):
+        """Adjoint of patches_fwd: dimg[b, y, x, c] = Σ over the patches covering pixel
+        (y, x) of their gradient there; dp: (B, N, P·P·C), dimg: (B, H, W, C)."""
+        # The scatter-add written as a gather: one thread per pixel visits the ≤ ⌈P/S⌉²
+        # patches that cover it, so there are no atomics and the sum is deterministic.
+        B, Hh, Ww, Cc = dimg.shape
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < B * Hh * Ww * Cc:
+            ch = idx % Cc
+            xx = (idx // Cc) % Ww
+            yy = (idx // (Cc * Ww)) % Hh
+            b = idx // (Cc * Ww * Hh)
+            gy0 = 0 if yy - P + 1 <= 0 else (yy - P + S) // S
+            gx0 = 0 if xx - P + 1 <= 0 else (xx - P + S) // S
+            gy1 = min(gh - 1, yy // S)
+            gx1 = min(gw - 1, xx // S)
+            acc = ZERO
+            for gy in range(gy0, gy1 + 1):
+                for gx in range(gx0, gx1 + 1):
+                    acc += dp[b, gy * gw + gx, ((yy - gy * S) * P + (xx - gx * S)) * Cc + ch]
+            dimg[b, yy, xx, ch] = acc
+            idx += st
+
+    # ------------------------------------------------------------------ tokens (Eq. 1)
+    @cuda.jit
+    def tokens_fwd(e, cls, pos, z, has_pos):
+        """z[b, 0] = cls (+ pos[0]); z[b, n+1] = e[b, n] (+ pos[n+1]).
+        e: (B, N, D), cls: (D,), pos: (N+1, D), z: (B, N+1, D)."""
+        B, N1, D = z.shape
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < B * N1 * D:
+            d = idx % D
+            n = (idx // D) % N1
+            b = idx // (D * N1)
+            v = cls[d] if n == 0 else e[b, n - 1, d]
+            if has_pos:
+                v += pos[n, d]
+            z[b, n, d] = v
+            idx += st
+
+    @cuda.jit
+    def tokens_bwd_de(dz, de):
+        """de[b, n] = dz[b, n+1]: dz (B, N+1, D) → de (B, N, D)."""
+        B, N, D = de.shape
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < B * N * D:
+            d = idx % D
+            n = (idx // D) % N
+            b = idx // (D * N)
+            de[b, n, d] = dz[b, n + 1, d]
+            idx += st
+
+    @cuda.jit
+    def cls_scatter(dy, dz):
+        """dz[b, 0] = dy[b], dz[b, n>0] = 0: dy (B, D) → dz (B, N+1, D)."""
+        B, N1, D = dz.shape
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < B * N1 * D:
+            d = idx % D
+            n = (idx // D) % N1
+            b = idx // (D * N1)
+            dz[b, n, d] = dy[b, d] if n == 0 else ZERO
+            idx += st
+
+    @cuda.jit
+    def pos2d_fwd(pcls, row, col, pos):
+        """pos[0] = pcls[0]; pos[1 + r·G_w + c] = [row[r]; col[c]]. pcls: (1, D),
+        row: (G_h, D/2), col: (G_w, D/2), pos: (1 + G_h·G_w, D)."""
+        T, D = pos.shape
+        half = row.shape[1]
+        gw = col.shape[0]
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < T * D:
+            d = idx % D
+            n = idx // D
+            if n == 0:
+                v = pcls[0, d]
+            else:
+                r = (n - 1) // gw
+                cc = (n - 1) - r * gw
+                v = row[r, d] if d < half else col[cc, d - half]
+            pos[n, d] = v
+            idx += st
+
+    @cuda.jit
+    def pos2d_bwd(dpos, dcls, drow, dcol):
+        """Adjoint of pos2d_fwd: dcls (1, D) = dpos[0]; drow[r, k] = Σ_c dpos[1+r·G_w+c, k];
+        dcol[c, k] = Σ_r dpos[1+r·G_w+c, D/2+k]. dpos: (1 + G_h·G_w, D)."""
+        # one thread per output scalar, each summing its row or column of the grid
+        D = dpos.shape[1]
+        gh, half = drow.shape
+        gw = dcol.shape[0]
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < D + (gh + gw) * half:
+            if idx < D:
+                dcls[0, idx] = dpos[0, idx]
+            elif idx < D + gh * half:
+                r = (idx - D) // half
+                k = (idx - D) - r * half
+                s = ZERO
+                for cc in range(gw):
+                    s += dpos[1 + r * gw + cc, k]
+                drow[r, k] = s
+            else:
+                cc = (idx - D - gh * half) // half
+                k = (idx - D - gh * half) - cc * half
+                s = ZERO
+                for r in range(gh):
+                    s += dpos[1 + r * gw + cc, half + k]
+                dcol[cc, k] = s
+            idx += st
+
+    return SimpleNamespace(
+        matmul=matmul, fill=fill, copy=copy, copy2d=copy2d, add=add, scale=scale,
+        gelu_fwd=gelu_fwd, gelu_bwd=gelu_bwd, tanh_fwd=tanh_fwd, tanh_bwd=tanh_bwd,
+        adamw=adamw, sgd=sgd, reduce=reduce, col_sum=col_sum, ln_param_grads=ln_param_grads,
+        layernorm_fwd=layernorm_fwd, layernorm_bwd=layernorm_bwd, softmax_xent=softmax_xent,
+        patches_fwd=patches_fwd, patches_bwd=patches_bwd, tokens_fwd=tokens_fwd,
+        tokens_bwd_de=tokens_bwd_de, cls_scatter=cls_scatter, pos2d_fwd=pos2d_fwd,
+        pos2d_bwd=pos2d_bwd, tiles=tiles, dtype=dt, BM=BM, BN=BN)
+
+
+@lru_cache(maxsize=None)
+def attention_kernels(dtype, bq: int, bkv: int, dh_max: int) -> SimpleNamespace:
+    """Fused multi-head attention kernels for one dtype, block size ``bq``, key tile
+    ``bkv`` and head-width bound ``dh_max`` (per-thread register arrays are sized by it).
+
+    Layout: qkv (B, N, 3D) from the fused projection, columns [q | k | v], head h at
+    columns h·D_h … of each part; out, dout (B, N, D) with the heads concatenated (so
+    split/merge of heads is pure indexing, no transposes are materialised); lse, delta
+    (B, H, N). Scale s = 1/√D_h.
+    """
+    dt = np.dtype(dtype)
+    F = numba.from_dtype(dt)
+    c = dt.type
+    ZERO, ONE, NEG_INF = c(0.0), c(1.0), c(-np.inf)
+    BQ, BKV, DH = bq, bkv, dh_max
+
+    @cuda.jit
+    def attn_fwd(qkv, out, lse, N, H, Dh, scale):
+        """out[b, i, head h] = Σ_j softmax_j(s·q_i·k_j) v_j and lse[b, h, i] = log Σ_j
+        exp(s·q_i·k_j), without ever forming the N×N matrix."""
+        # Flash-attention forward: grid (⌈N/BQ⌉, H, B); one thread per query row keeps
+        # q_i and the output accumulator in registers; keys and values are swept in tiles
+        # of BKV rows staged in shared memory by the whole block; online softmax: per tile
+        # the running max m and denominator l are updated and the accumulator rescaled
+        # once by exp(m_old − m_new).
+        Ks = cuda.shared.array((BKV, DH), F)
+        Vs = cuda.shared.array((BKV, DH), F)
+        q = cuda.local.array(DH, F)
+        o = cuda.local.array(DH, F)
+        sc = cuda.local.array(BKV, F)
+        t = cuda.threadIdx.x
+        h = cuda.blockIdx.y
+        b = cuda.blockIdx.z
+        i = cuda.blockIdx.x * BQ + t
+        D = H * Dh
+        qo = h * Dh
+        ko = D + h * Dh
+        vo = 2 * D + h * Dh
+        valid = i < N
+        for d in range(Dh):
+            q[d] = qkv[b, i, qo + d] * scale if valid else ZERO
+            o[d] = ZERO
+        m = NEG_INF
+        l = ZERO
+        for j0 in range(0, N, BKV):
+            for e in range(t, BKV * Dh, BQ):
+                jj = e // Dh
+                d = e - jj * Dh
+                if j0 + jj < N:
+                    Ks[jj, d] = qkv[b, j0 + jj, ko + d]
+                    Vs[jj, d] = qkv[b, j0 + jj, vo + d]
+            cuda.syncthreads()
+            if valid:
+                jn = min(BKV, N - j0)
+                mt = m
+                for jj in range(jn):
+                    s = ZERO
+                    for d in range(Dh):
+                        s += q[d] * Ks[jj, d]
+                    sc[jj] = s
+                    if s > mt:
+                        mt = s
+                corr = math.exp(m - mt)              # 0 on the first tile (m = −inf)
+                l *= corr
+                for d in range(Dh):
+                    o[d] *= corr
+                for jj in range(jn):
+                    p = math.exp(sc[jj] - mt)
+                    l += p
+                    for d in range(Dh):
+                        o[d] += p * Vs[jj, d]
+                m = mt
+            cuda.syncthreads()
+        if valid:
+            inv = ONE / l
+            for d in range(Dh):
+                out[b, i, qo + d] = o[d] * inv
+            lse[b, h, i] = m + math.log(l)
+
+    @cuda.jit
+    def attn_probs(qkv, lse, P, N, H, Dh, scale):
+        """P[b, h, i, j] = exp(s·q_i·k_j − lse[b, h, i]): the (B, H, N, N) attention
+        matrices, recomputed from the forward's log-sum-exp (only for inspection)."""
+        # one thread per matrix entry, grid-stride
+        B = P.shape[0]
+        D = H * Dh
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < B * H * N * N:
+            j = idx % N
+            i = (idx // N) % N
+            h = (idx // (N * N)) % H
+            b = idx // (N * N * H)
+            s = ZERO
+            for d in range(Dh):
+                s += qkv[b, i, h * Dh + d] * qkv[b, j, D + h * Dh + d]
+            P[b, h, i, j] = math.exp(s * scale - lse[b, h, i])
+            idx += st
+
+    @cuda.jit
+    def attn_bwd_delta(dout, out, delta, N, H, Dh):
+        """delta[b, h, i] = dO_i · O_i  (= Σ_j P_ij dP_ij, the softmax-backward row term)."""
+        # one thread per (b, h, i), grid-stride
+        B = dout.shape[0]
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < B * H * N:
+            i = idx % N
+            h = (idx // N) % H
+            b = idx // (N * H)
+            s = ZERO
+            for d in range(Dh):
+                s += dout[b, i, h * Dh + d] * out[b, i, h * Dh + d]
+            delta[b, h, i] = s
+            idx += st
+
+    @cuda.jit
+    def attn_bwd_dkdv(qkv, dout, lse, delta, dqkv, N, H, Dh, scale):
+        """dk_j = s·Σ_i dS_ij q_i and dv_j = Σ_i P_ij dO_i, written into the k and v
+        columns of dqkv (B, N, 3D); P_ij = exp(s q_i·k_j − lse_i), dS_ij = P_ij(dO_i·v_j
+        − delta_i) are recomputed."""
+        # Flash-attention-2 dK/dV: grid (⌈N/BQ⌉, H, B); one thread per key row j holds
+        # k_j, v_j and its dk, dv accumulators in registers; queries (q, dO, lse, delta)
+        # are swept in tiles of BKV rows staged in shared memory. No atomics.
+        Qs = cuda.shared.array((BKV, DH), F)
+        dOs = cuda.shared.array((BKV, DH), F)
+        Ls = cuda.shared.array(BKV, F)
+        Ds = cuda.shared.array(BKV, F)
+        kr = cuda.local.array(DH, F)
+        vr = cuda.local.array(DH, F)
+        dk = cuda.local.array(DH, F)
+        dv = cuda.local.array(DH, F)
+        t = cuda.threadIdx.x
+        h = cuda.blockIdx.y
+        b = cuda.blockIdx.z
+        j = cuda.blockIdx.x * BQ + t
+        D = H * Dh
+        qo = h * Dh
+        ko = D + h * Dh
+        vo = 2 * D + h * Dh
+        valid = j < N
+        for d in range(Dh):
+            kr[d] = qkv[b, j, ko + d] if valid else ZERO
+            vr[d] = qkv[b, j, vo + d] if valid else ZERO
+            dk[d] = ZERO
+            dv[d] = ZERO
+        for i0 in range(0, N, BKV):
+            for e in range(t, BKV * Dh, BQ):
+                ii = e // Dh
+                d = e - ii * Dh
+                if i0 + ii < N:
+                    Qs[ii, d] = qkv[b, i0 + ii, qo + d]
+                    dOs[ii, d] = dout[b, i0 + ii, qo + d]
+            for ii in range(t, BKV, BQ):
+                if i0 + ii < N:
+                    Ls[ii] = lse[b, h, i0 + ii]
+                    Ds[ii] = delta[b, h, i0 + ii]
+            cuda.syncthreads()
+            if valid:
+                for ii in range(min(BKV, N - i0)):
+                    s = ZERO
+                    dp = ZERO
+                    for d in range(Dh):
+                        s += Qs[ii, d] * kr[d]
+                        dp += dOs[ii, d] * vr[d]
+                    p = math.exp(s * scale - Ls[ii])
+                    ds = p * (dp - Ds[ii])
+                    for d in range(Dh):
+                        dv[d] += p * dOs[ii, d]
+                        dk[d] += ds * Qs[ii, d]
+            cuda.syncthreads()
+        if valid:
+            for d in range(Dh):
+                dqkv[b, j, ko + d] = dk[d] * scale
+                dqkv[b, j, vo + d] = dv[d]
+
+    @cuda.jit
+    def attn_bwd_dq(qkv, dout, lse, delta, dqkv, N, H, Dh, scale):
+        """dq_i = s·Σ_j dS_ij k_j, written into the q columns of dqkv (B, N, 3D)."""
+        # grid (⌈N/BQ⌉, H, B); one thread per query row with q_i, dO_i, dq_i in
+        # registers; keys and values swept in shared-memory tiles of BKV rows.
+        Ks = cuda.shared.array((BKV, DH), F)
+        Vs = cuda.shared.array((BKV, DH), F)
+        q = cuda.local.array(DH, F)
+        g = cuda.local.array(DH, F)
+        dq = cuda.local.array(DH, F)
+        t = cuda.threadIdx.x
+        h = cuda.blockIdx.y
+        b = cuda.blockIdx.z
+        i = cuda.blockIdx.x * BQ + t
+        D = H * Dh
+        qo = h * Dh
+        ko = D + h * Dh
+        vo = 2 * D + h * Dh
+        valid = i < N
+        for d in range(Dh):
+            q[d] = qkv[b, i, qo + d] if valid else ZERO
+            g[d] = dout[b, i, qo + d] if valid else ZERO
+            dq[d] = ZERO
+        L = lse[b, h, i] if valid else ZERO
+        Dl = delta[b, h, i] if valid else ZERO
+        for j0 in range(0, N, BKV):
+            for e in range(t, BKV * Dh, BQ):
+                jj = e // Dh
+                d = e - jj * Dh
+                if j0 + jj < N:
+                    Ks[jj, d] = qkv[b, j0 + jj, ko + d]
+                    Vs[jj, d] = qkv[b, j0 + jj, vo + d]
+            cuda.syncthreads()
+            if valid:
+                for jj in range(min(BKV, N - j0)):
+                    s = ZERO
+                    dp = ZERO
+                    for d in range(Dh):
+                        s += q[d] * Ks[jj, d]
+                        dp += g[d] * Vs[jj, d]
+                    ds = math.exp(s * scale - L) * (dp - Dl)
+                    for d in range(Dh):
+                        dq[d] += ds * Ks[jj, d]
+            cuda.syncthreads()
+        if valid:
+            for d in range(Dh):
+                dqkv[b, i, qo + d] = dq[d] * scale
+
+    return SimpleNamespace(attn_fwd=attn_fwd, attn_probs=attn_probs,
+                           attn_bwd_delta=attn_bwd_delta, attn_bwd_dkdv=attn_bwd_dkdv,
+                           attn_bwd_dq=attn_bwd_dq, bq=BQ, bkv=BKV, dh_max=DH)

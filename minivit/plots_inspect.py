@@ -1,0 +1,162 @@
+"""Figures for :mod:`minivit.inspect` (paper Fig. 6–7, Appendix D.7–D.8).
+
+Every function builds a :class:`matplotlib.figure.Figure` directly (no pyplot state, so
+nothing accumulates in long sessions), returns it, and writes a PNG when ``path`` is
+given. The Agg backend is selected only inside the functions that save, so importing this
+module never changes a notebook's backend.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _figure(figsize):
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def _save(fig, path, dpi=120):
+    if path is not None:
+        import matplotlib
+        matplotlib.use("Agg")               # headless: no display needed to write a PNG
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi)
+    return fig
+
+
+def _display(image):
+    """uint8 pixels or floats → floats in [0, 1] for imshow (floats outside [0, 1],
+    e.g. normalised inputs, are min–max rescaled)."""
+    x = np.asarray(image)
+    if x.dtype == np.uint8:
+        return x.astype(np.float64) / 255.0
+    x = x.astype(np.float64)
+    lo, hi = x.min(), x.max()
+    if lo < 0 or hi > 1:
+        x = (x - lo) / max(hi - lo, 1e-12)
+    return x
+
+
+def _upsample(m, shape):
+    """Nearest-neighbour upsampling of a (G_h, G_w) map to the image's (H, W)."""
+    gh, gw = m.shape
+    ry = np.minimum((np.arange(shape[0]) * gh) // shape[0], gh - 1)
+    rx = np.minimum((np.arange(shape[1]) * gw) // shape[1], gw - 1)
+    return m[ry][:, rx]
+
+
+def plot_attention_heads(image, attention, grid, layer=0, query=0, path=None):
+    """One layer's attention of one image, a panel per head, overlaid on the image.
+
+    image: (H, W, C); attention: (heads, N+1, N+1) for that image; grid: (G_h, G_w);
+    query: the query token whose row is drawn (0, the class token, by default).
+    """
+    A = np.asarray(attention)
+    H = A.shape[0]
+    img = _display(image)
+    fig = _figure((2.0 * (H + 1), 2.3))
+    axes = fig.subplots(1, H + 1, squeeze=False)[0]
+    axes[0].imshow(img)
+    axes[0].set_title("input")
+    for h in range(H):
+        m = A[h, query, 1:].reshape(grid)
+        m = m / max(m.max(), 1e-12)
+        axes[h + 1].imshow(img)
+        axes[h + 1].imshow(_upsample(m, img.shape[:2]), cmap="inferno", alpha=0.6,
+                           vmin=0, vmax=1)
+        axes[h + 1].set_title(f"layer {layer}, head {h}", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def plot_rollout(images, maps, path=None, max_images=8):
+    """Attention rollout (Abnar & Zuidema; paper Fig. 6): each input image above the
+    class token's rollout map (normalised to its max) multiplied onto it.
+
+    images: (B, H, W, C); maps: (B, G_h, G_w) from :func:`minivit.inspect.cls_rollout_map`.
+    """
+    B = min(len(images), len(maps), max_images)
+    fig = _figure((2.0 * B, 4.2))
+    axes = fig.subplots(2, B, squeeze=False)
+    for i in range(B):
+        img = _display(images[i])
+        m = np.asarray(maps[i], dtype=np.float64)
+        m = _upsample(m / max(m.max(), 1e-12), img.shape[:2])
+        axes[0, i].imshow(img)
+        axes[1, i].imshow(img * m[..., None] if img.ndim == 3 else img * m)
+        axes[0, i].axis("off")
+        axes[1, i].axis("off")
+    axes[0, 0].set_title("input", fontsize=8, loc="left")
+    axes[1, 0].set_title("attention rollout", fontsize=8, loc="left")
+    return _save(fig, path)
+
+
+def plot_mean_distance(distances, path=None, image_size=None):
+    """Mean attention distance vs depth (paper Fig. 7 right): one dot per head.
+
+    distances: (L, heads) in pixels. image_size: draws the image side as a reference.
+    """
+    d = np.asarray(distances)
+    L, H = d.shape
+    fig = _figure((4.5, 3.5))
+    ax = fig.subplots()
+    for h in range(H):
+        ax.scatter(np.arange(L), d[:, h], s=14, label=f"head {h}")
+    ax.set_xlabel("network depth (layer)")
+    ax.set_ylabel("mean attention distance (pixels)")
+    if image_size:
+        ax.set_ylim(0, image_size)
+    ax.set_xticks(np.arange(L))
+    if H <= 16:
+        ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+def plot_pos_embed_similarity(similarity, path=None):
+    """Position-embedding similarity as a grid of grids (paper Fig. 7 centre): the tile at
+    (r, c) shows patch (r, c)'s cosine similarity with every patch.
+
+    similarity: (G_h, G_w, G_h, G_w) from :func:`minivit.inspect.pos_embed_similarity`.
+    """
+    S = np.asarray(similarity)
+    gh, gw = S.shape[:2]
+    fig = _figure((max(4.0, 0.5 * gw), max(4.0, 0.5 * gh)))
+    axes = fig.subplots(gh, gw, squeeze=False)
+    im = None
+    for r in range(gh):
+        for c in range(gw):
+            im = axes[r, c].imshow(S[r, c], vmin=-1, vmax=1, cmap="viridis")
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+    fig.suptitle("position embedding similarity")
+    fig.colorbar(im, ax=axes, shrink=0.6, label="cosine similarity")
+    return _save(fig, path)
+
+
+def plot_embedding_filters(components, explained=None, path=None, cols=7):
+    """RGB embedding filters (paper Fig. 7 left): the principal components of E, each
+    rescaled to [0, 1] on its own for display.
+
+    components: (k, P, P, C); explained: (k,) variance ratios for the titles.
+    """
+    comp = np.asarray(components)
+    k = comp.shape[0]
+    rows = int(np.ceil(k / cols))
+    fig = _figure((1.2 * cols, 1.3 * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i >= k:
+            continue
+        f = comp[i]
+        f = (f - f.min()) / max(f.max() - f.min(), 1e-12)
+        ax.imshow(f if f.shape[-1] == 3 else f[..., 0], cmap=None if f.shape[-1] == 3 else "gray",
+                  interpolation="nearest")
+        if explained is not None:
+            ax.set_title(f"{100 * explained[i]:.1f}%", fontsize=6)
+    fig.suptitle("RGB embedding filters (first principal components)")
+    return _save(fig, path)
