@@ -198,19 +198,29 @@ def configure_parser(p):
     p.add_argument("--lr", type=float, default=0.01,
                    help="SGD learning rate (paper, CIFAR: 0.001, 0.003, 0.01, 0.03)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--warmup-epochs", type=float, default=None,
+                   help="linear warm-up (default: 5%% of the epochs)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 location")
-    p.add_argument("--backend", default="numpy", choices=("numpy", "numba", "cuda"))
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N training (and N test) images")
+    p.add_argument("--backend", default=None, choices=("numpy", "numba", "cuda"),
+                   help="default: the trainer's")
     p.add_argument("--seed", type=int, default=0)
 
 
 def finetune(checkpoint, out, image_size=None, num_classes=None, epochs=1, lr=0.01,
-             batch_size=128, warmup_steps=0, data_dir=None, backend="numpy", seed=0,
-             **train_kwargs):
-    """Fine-tune a checkpoint with the paper's recipe (§4.1): SGD momentum 0.9, cosine
-    decay, no weight decay, clipping at global norm 1, new zero head, resampled position
-    embeddings. Runs :func:`minivit.train.train` and returns what it returns."""
+             batch_size=128, warmup_epochs=None, data=None, data_dir=None, limit=None,
+             backend=None, seed=0, **train_kwargs):
+    """Fine-tune a checkpoint with the paper's recipe (§3.2, §4.1, B.1.1).
+
+    New zero-initialised linear head (``num_classes``), position embeddings resampled to
+    ``image_size`` (images resized bilinearly to it), then :func:`minivit.train.train` with
+    SGD momentum 0.9, cosine decay, no weight decay, clipping at global norm 1.
+    data: a dict like ``load_cifar10`` returns (uint8 images); None loads CIFAR-10 from
+    ``data_dir`` (first ``limit`` images of each split when given). train_kwargs: further
+    :class:`minivit.train.TrainSettings` fields. Returns what ``train`` returns.
+    """
     from minivit.checkpoint import load_checkpoint
     from minivit.train import train
     ck = load_checkpoint(checkpoint)
@@ -219,15 +229,26 @@ def finetune(checkpoint, out, image_size=None, num_classes=None, epochs=1, lr=0.
                       num_classes=num_classes or old.num_classes,
                       head_type="linear")
     params = adapt_params(ck["params"], old, new, seed=seed)
-    return train(new, init_params=params, optimizer="sgd", momentum=0.9, weight_decay=0.0,
-                 schedule="cosine", clip_norm=1.0, lr=lr, epochs=epochs,
-                 batch_size=batch_size, warmup_steps=warmup_steps, out=out,
-                 data_dir=data_dir, backend=backend, seed=seed, **train_kwargs)
+    if data is None:
+        from minivit.data import load_cifar10
+        data = load_cifar10(data_dir, limit_train=limit, limit_test=limit,
+                            expected_counts=None if limit else (50000, 10000))
+    if data["x_train"].shape[1] != new.image_size:
+        data = dict(data, x_train=resize_images(data["x_train"], new.image_size),
+                    x_test=resize_images(data["x_test"], new.image_size))
+    if warmup_epochs is None:
+        warmup_epochs = 0.05 * epochs
+    if backend is not None:
+        train_kwargs["backend"] = backend
+    return train(new, data=data, out_dir=out, init_params=params,
+                 optimizer="sgd", momentum=0.9, weight_decay=0.0, schedule="cosine",
+                 clip_norm=1.0, lr=lr, epochs=epochs, batch_size=batch_size,
+                 warmup_epochs=warmup_epochs, seed=seed, **train_kwargs)
 
 
 def cli_run(args) -> int:
     finetune(args.checkpoint, args.out, image_size=args.image_size,
              num_classes=args.num_classes, epochs=args.epochs, lr=args.lr,
-             batch_size=args.batch_size, warmup_steps=args.warmup_steps,
-             data_dir=args.data_dir, backend=args.backend, seed=args.seed)
+             batch_size=args.batch_size, warmup_epochs=args.warmup_epochs,
+             data_dir=args.data_dir, limit=args.limit, backend=args.backend, seed=args.seed)
     return 0
