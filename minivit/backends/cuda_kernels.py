@@ -366,7 +366,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 acc += v
             elif mode == 1:
                 acc += v * v
-            elif not (v - v == ZERO):               # NaN or ±inf
+            elif math.isnan(v) or math.isinf(v):
                 acc += ONE
             i += st
         red[t] = acc
@@ -442,86 +442,87 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
     def layernorm_fwd(x, gamma, beta, eps, inv_d, y, mean, rstd):
         """y = γ·(x − μ)/√(σ² + ε) + β over the rows of x: (R, D); also mean, rstd: (R,).
         inv_d = 1/D in the array dtype (an integer divisor would promote to float64)."""
-        # One block of RT threads per row; two-pass mean/variance (as the reference),
-        # each a strided per-thread sum and a shared-memory tree.
+        # One block of RT threads per row (grid-stride over rows if the grid is smaller);
+        # two-pass mean/variance as the reference, each a strided per-thread sum and a
+        # shared-memory tree.
         red = cuda.shared.array(RT, F)
         t = cuda.threadIdx.x
-        r = cuda.blockIdx.x
         D = x.shape[1]
-        s = ZERO
-        for k in range(t, D, RT):
-            s += x[r, k]
-        mu = block_sum(red, t, s) * inv_d
-        s = ZERO
-        for k in range(t, D, RT):
-            xc = x[r, k] - mu
-            s += xc * xc
-        var = block_sum(red, t, s) * inv_d
-        rs = ONE / math.sqrt(var + eps)
-        for k in range(t, D, RT):
-            y[r, k] = (x[r, k] - mu) * rs * gamma[k] + beta[k]
-        if t == 0:
-            mean[r] = mu
-            rstd[r] = rs
+        for r in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+            s = ZERO
+            for k in range(t, D, RT):
+                s += x[r, k]
+            mu = block_sum(red, t, s) * inv_d
+            s = ZERO
+            for k in range(t, D, RT):
+                xc = x[r, k] - mu
+                s += xc * xc
+            var = block_sum(red, t, s) * inv_d
+            rs = ONE / math.sqrt(var + eps)
+            for k in range(t, D, RT):
+                y[r, k] = (x[r, k] - mu) * rs * gamma[k] + beta[k]
+            if t == 0:
+                mean[r] = mu
+                rstd[r] = rs
 
     @cuda.jit
     def layernorm_bwd(dy, x, mean, rstd, gamma, inv_d, dx):
         """dx = r·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ, per row of dy, x: (R, D)."""
-        # one block of RT threads per row, two block sums
+        # one block of RT threads per row (grid-stride over rows), two block sums
         red = cuda.shared.array(RT, F)
         t = cuda.threadIdx.x
-        r = cuda.blockIdx.x
         D = x.shape[1]
-        mu = mean[r]
-        rs = rstd[r]
-        s1 = ZERO
-        s2 = ZERO
-        for k in range(t, D, RT):
-            g = dy[r, k] * gamma[k]
-            s1 += g
-            s2 += g * (x[r, k] - mu) * rs
-        mg = block_sum(red, t, s1) * inv_d
-        mgx = block_sum(red, t, s2) * inv_d
-        for k in range(t, D, RT):
-            g = dy[r, k] * gamma[k]
-            dx[r, k] = rs * (g - mg - (x[r, k] - mu) * rs * mgx)
+        for r in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+            mu = mean[r]
+            rs = rstd[r]
+            s1 = ZERO
+            s2 = ZERO
+            for k in range(t, D, RT):
+                g = dy[r, k] * gamma[k]
+                s1 += g
+                s2 += g * (x[r, k] - mu) * rs
+            mg = block_sum(red, t, s1) * inv_d
+            mgx = block_sum(red, t, s2) * inv_d
+            for k in range(t, D, RT):
+                g = dy[r, k] * gamma[k]
+                dx[r, k] = rs * (g - mg - (x[r, k] - mu) * rs * mgx)
 
     # ------------------------------------------------------------------ cross-entropy
     @cuda.jit
     def softmax_xent(logits, labels, soft, use_soft, smoothing, smooth_c, inv_b, dlogits,
                      rowloss):
         """Row b of logits (B, C): p = softmax, t = one-hot(labels[b]) (labels: (B,) ints)
-        or soft[b] (soft: (B, C)), smoothed t ← (1−ε)t + smooth_c (= ε/C); dlogits = (p − t)/B and
-        rowloss[b] = −Σ_c t·log p."""
-        # one block of RT threads per row: block max, block Σexp, then one pass writing
+        or soft[b] (soft: (B, C)), smoothed t ← (1−ε)t + smooth_c (smooth_c = ε/C);
+        dlogits = (p − t)/B and rowloss[b] = −Σ_c t·log p."""
+        # one block of RT threads per row (grid-stride over rows): block max, block Σexp, then one pass writing
         # dlogits and accumulating the row loss
         red = cuda.shared.array(RT, F)
         t = cuda.threadIdx.x
-        b = cuda.blockIdx.x
         Cc = logits.shape[1]
-        mx = NEG_INF
-        for k in range(t, Cc, RT):
-            if logits[b, k] > mx:
-                mx = logits[b, k]
-        mx = block_max(red, t, mx)
-        s = ZERO
-        for k in range(t, Cc, RT):
-            s += math.exp(logits[b, k] - mx)
-        logse = math.log(block_sum(red, t, s))
-        lab = labels[b]
-        acc = ZERO
-        for k in range(t, Cc, RT):
-            logp = logits[b, k] - mx - logse
-            if use_soft:
-                tk = soft[b, k]
-            else:
-                tk = ONE if k == lab else ZERO
-            tk = (ONE - smoothing) * tk + smooth_c
-            dlogits[b, k] = (math.exp(logp) - tk) * inv_b
-            acc -= tk * logp
-        tot = block_sum(red, t, acc)
-        if t == 0:
-            rowloss[b] = tot
+        for b in range(cuda.blockIdx.x, logits.shape[0], cuda.gridDim.x):
+            mx = NEG_INF
+            for k in range(t, Cc, RT):
+                if logits[b, k] > mx:
+                    mx = logits[b, k]
+            mx = block_max(red, t, mx)
+            s = ZERO
+            for k in range(t, Cc, RT):
+                s += math.exp(logits[b, k] - mx)
+            logse = math.log(block_sum(red, t, s))
+            lab = labels[b] if not use_soft else -1
+            acc = ZERO
+            for k in range(t, Cc, RT):
+                logp = logits[b, k] - mx - logse
+                if use_soft:
+                    tk = soft[b, k]
+                else:
+                    tk = ONE if k == lab else ZERO
+                tk = (ONE - smoothing) * tk + smooth_c
+                dlogits[b, k] = (math.exp(logp) - tk) * inv_b
+                acc -= tk * logp
+            tot = block_sum(red, t, acc)
+            if t == 0:
+                rowloss[b] = tot
 
     # ------------------------------------------------------------------ patches (Eq. 1)
     @cuda.jit

@@ -1,0 +1,338 @@
+"""GPU benchmarks of the CUDA backend against cuBLAS / PyTorch, float32, TF32 off.
+
+    python benchmarks/gpu.py [--quick] [--out benchmarks/results/gpu.json]
+
+1. matmul: GFLOP/s of the tiled kernel (cuda_kernels.matmul) vs cuBLAS SGEMM (through
+   CuPy or PyTorch, whichever imports) for square M = N = K in 1024 … 8192.
+2. attention: fused forward + backward (flash-style kernels) vs torch SDPA, float32,
+   on ViT-shaped problems.
+3. training: images/s of a full AdamW step (forward, loss, backward, update) for the
+   CIFAR presets, minivit on the cuda backend vs the same model in PyTorch CUDA eager.
+
+Results are printed and written as JSON. Without a GPU (or under the simulator) it prints
+why and exits with status 0, writing nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def gpu_or_reason():
+    """None when a real CUDA GPU is usable, else a sentence saying why not."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return "NUMBA_ENABLE_CUDASIM=1: the simulator runs kernels in Python threads; timings would be meaningless"
+    try:
+        from numba import cuda
+    except Exception as exc:                                   # pragma: no cover
+        return f"numba.cuda does not import ({exc})"
+    try:
+        if not cuda.is_available():
+            return "no CUDA GPU found (numba.cuda.is_available() is False)"
+    except Exception as exc:
+        return f"CUDA driver problem: {exc}"
+    return None
+
+
+def _torch():
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            return torch
+    except Exception:
+        pass
+    return None
+
+
+def _cupy():
+    try:
+        import cupy
+        cupy.cuda.runtime.getDeviceCount()
+        return cupy
+    except Exception:
+        return None
+
+
+def time_numba(fn, reps, warmup=2):
+    """Median seconds of fn() on the device, timed with CUDA events."""
+    from numba import cuda
+    for _ in range(warmup):
+        fn()
+    cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        a, b = cuda.event(), cuda.event()
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b) / 1e3)          # ms → s
+    return max(float(np.median(ts)), 1e-9)
+
+
+def time_torch(torch, fn, reps, warmup=2):
+    """Median seconds of fn() with torch CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b) / 1e3)
+    return max(float(np.median(ts)), 1e-9)
+
+
+# ---------------------------------------------------------------------- 1. matmul
+def bench_matmul(be, sizes, reps):
+    torch, cupy = _torch(), _cupy()
+    rows = []
+    for n in sizes:
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        b = rng.standard_normal((n, n), dtype=np.float32)
+        da, db, dc = be.asarray(a), be.asarray(b), be.zeros((n, n), np.float32)
+        flops = 2.0 * n ** 3
+        t = time_numba(lambda: be._matmul(da, db, dc), reps)
+        row = {"n": n, "minivit_gflops": flops / t / 1e9, "minivit_s": t}
+        if n <= 2048:                                   # spot-check correctness
+            ref = a[:64].astype(np.float64) @ b.astype(np.float64)
+            err = np.abs(be.to_host(dc)[:64] - ref).max() / np.abs(ref).max()
+            row["max_rel_err_first_rows"] = float(err)
+        if cupy is not None:
+            ca, cb = cupy.asarray(a), cupy.asarray(b)
+            ev = cupy.cuda.Event
+
+            def run():
+                ca @ cb
+            run()
+            cupy.cuda.Device().synchronize()
+            ts = []
+            for _ in range(reps):
+                s, e = ev(), ev()
+                s.record()
+                run()
+                e.record()
+                e.synchronize()
+                ts.append(cupy.cuda.get_elapsed_time(s, e) / 1e3)
+            row["cublas_via"] = "cupy"
+            row["cublas_gflops"] = flops / float(np.median(ts)) / 1e9
+        elif torch is not None:
+            ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+            tt = time_torch(torch, lambda: ta @ tb, reps)
+            row["cublas_via"] = "torch"
+            row["cublas_gflops"] = flops / tt / 1e9
+        if "cublas_gflops" in row:
+            row["fraction_of_cublas"] = row["minivit_gflops"] / row["cublas_gflops"]
+        print(f"matmul {n:5d}: minivit {row['minivit_gflops']:9.1f} GFLOP/s"
+              + (f"   cuBLAS ({row['cublas_via']}) {row['cublas_gflops']:9.1f} GFLOP/s"
+                 f"   ratio {row['fraction_of_cublas']:.2f}" if "cublas_gflops" in row else ""))
+        rows.append(row)
+        del da, db, dc
+    return rows
+
+
+# ---------------------------------------------------------------------- 2. attention
+def bench_attention(be, cases, reps):
+    torch = _torch()
+    rows = []
+    for B, N, H, Dh in cases:
+        D = H * Dh
+        rng = np.random.default_rng(0)
+        qkv = rng.standard_normal((B, N, 3 * D), dtype=np.float32)
+        dout = rng.standard_normal((B, N, D), dtype=np.float32)
+        dq, dd = be.asarray(qkv), be.asarray(dout)
+
+        def fwd_bwd():
+            _, c = be.mhsa_core_forward(dq, H)
+            be.mhsa_core_backward(dd, c)
+        t = time_numba(fwd_bwd, reps)
+        # FLOPs of the reference algorithm: fwd 2 matmuls, bwd 4 (recomputation not counted)
+        flops = 6 * 2.0 * B * H * N * N * Dh
+        row = {"B": B, "N": N, "H": H, "Dh": Dh, "minivit_s": t,
+               "minivit_gflops": flops / t / 1e9}
+        if torch is not None:
+            import torch.nn.functional as Fnn
+            x = torch.from_numpy(qkv).cuda().view(B, N, 3, H, Dh).permute(2, 0, 3, 1, 4)
+            q, k, v = (x[i].contiguous().requires_grad_(True) for i in range(3))
+            g = torch.from_numpy(dout).cuda().view(B, N, H, Dh).transpose(1, 2).contiguous()
+
+            def t_fwd_bwd():
+                o = Fnn.scaled_dot_product_attention(q, k, v)
+                o.backward(g)
+            tt = time_torch(torch, t_fwd_bwd, reps)
+            row.update(torch_sdpa_s=tt, torch_sdpa_gflops=flops / tt / 1e9,
+                       speed_vs_torch=tt / t)
+        print(f"attention B={B} N={N} H={H} Dh={Dh}: minivit {t * 1e3:8.3f} ms"
+              + (f"   torch SDPA {row['torch_sdpa_s'] * 1e3:8.3f} ms" if torch else ""))
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------- 3. training
+def torch_vit(torch, cfg):
+    """The same ViT in PyTorch (pre-norm blocks, fused qkv, class token, learned 1-D
+    position embeddings, tanh/erf GELU, linear head), float32."""
+    nn = torch.nn
+    F = torch.nn.functional
+    approx = "tanh" if cfg.gelu == "tanh" else "none"
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            D = cfg.dim
+            self.norm1 = nn.LayerNorm(D, eps=cfg.ln_eps)
+            self.qkv = nn.Linear(D, 3 * D)
+            self.proj = nn.Linear(D, D)
+            self.norm2 = nn.LayerNorm(D, eps=cfg.ln_eps)
+            self.fc1 = nn.Linear(D, cfg.mlp_dim)
+            self.fc2 = nn.Linear(cfg.mlp_dim, D)
+
+        def forward(self, z):
+            B, N, D = z.shape
+            H = cfg.heads
+            qkv = self.qkv(self.norm1(z)).view(B, N, 3, H, D // H).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+            z = z + self.proj(a.transpose(1, 2).reshape(B, N, D))
+            return z + self.fc2(F.gelu(self.fc1(self.norm2(z)), approximate=approx))
+
+    class ViTTorch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            D = cfg.dim
+            self.embed = nn.Linear(cfg.patch_dim, D)
+            self.cls = nn.Parameter(torch.zeros(1, 1, D))
+            self.pos = nn.Parameter(0.02 * torch.randn(1, cfg.num_patches + 1, D))
+            self.blocks = nn.ModuleList(Block() for _ in range(cfg.depth))
+            self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)
+            self.head = nn.Linear(D, cfg.num_classes)
+
+        def forward(self, x):                         # x: (B, H, W, C)
+            B = x.shape[0]
+            P, S = cfg.patch_size, cfg.S
+            p = x.unfold(1, P, S).unfold(2, P, S)     # (B, gh, gw, C, P, P)
+            p = p.permute(0, 1, 2, 4, 5, 3).reshape(B, -1, cfg.patch_dim)
+            z = torch.cat([self.cls.expand(B, -1, -1), self.embed(p)], 1) + self.pos
+            for blk in self.blocks:
+                z = blk(z)
+            return self.head(self.norm(z[:, 0]))
+
+    return ViTTorch()
+
+
+def bench_training(presets, batch, steps):
+    from minivit import ViT, ViTConfig
+    torch = _torch()
+    rows = []
+    for name in presets:
+        cfg = ViTConfig.preset(name)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch, cfg.image_size, cfg.image_size, cfg.channels),
+                                dtype=np.float32)
+        y = rng.integers(0, cfg.num_classes, size=batch)
+        model = ViT(cfg, dtype="float32", backend="cuda")
+        be = model.be
+        state = {k: (be.zeros_like(p), be.zeros_like(p)) for k, p in model.params.items()}
+
+        def step(i):
+            logits = model.forward(x)
+            loss, dl = be.softmax_cross_entropy(logits, y)
+            model.backward(dl)
+            for k, p in model.params.items():
+                be.adamw_update(p, model.grads[k], *state[k], 1e-3, 0.9, 0.999, 1e-8,
+                                0.05, i + 1)
+            return loss
+
+        from numba import cuda
+        for i in range(3):
+            step(i)
+        cuda.synchronize()
+        t0 = time.perf_counter()
+        for i in range(steps):
+            step(i + 3)                  # returns the loss: a sync point every step
+        cuda.synchronize()
+        ips = batch * steps / (time.perf_counter() - t0)
+        row = {"preset": name, "batch": batch, "minivit_images_per_s": ips}
+        if torch is not None:
+            tm = torch_vit(torch, cfg).cuda()
+            opt = torch.optim.AdamW(tm.parameters(), lr=1e-3, weight_decay=0.05)
+            tx, ty = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
+
+            def tstep():
+                opt.zero_grad(set_to_none=True)
+                loss = torch.nn.functional.cross_entropy(tm(tx), ty)
+                loss.backward()
+                opt.step()
+                return loss.item()       # the same per-step sync as minivit
+            for _ in range(3):
+                tstep()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                tstep()
+            torch.cuda.synchronize()
+            row["torch_eager_images_per_s"] = batch * steps / (time.perf_counter() - t0)
+            row["ratio_vs_torch"] = ips / row["torch_eager_images_per_s"]
+        print(f"train {name:14s} B={batch}: minivit {ips:9.0f} img/s"
+              + (f"   torch eager {row['torch_eager_images_per_s']:9.0f} img/s" if torch else ""))
+        rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu.json"))
+    ap.add_argument("--batch", type=int, default=128)
+    args = ap.parse_args(argv)
+
+    reason = gpu_or_reason()
+    if reason:
+        print(f"benchmarks/gpu.py: no GPU benchmark run — {reason}.")
+        return 0
+
+    from numba import cuda
+    from minivit.backends import get_backend
+    be = get_backend("cuda")
+    dev = cuda.get_current_device()
+    sizes = [1024, 2048] if args.quick else [1024, 2048, 4096, 8192]
+    reps = 3 if args.quick else 10
+    cases = [(128, 65, 4, 32), (32, 197, 12, 64)]
+    out = {
+        "device": dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name),
+        "compute_capability": list(dev.compute_capability),
+        "python": platform.python_version(),
+        "tf32": False,
+        "dtype": "float32",
+        "tiles": be.tiles._asdict(),
+        "matmul": bench_matmul(be, sizes, reps),
+        "attention": bench_attention(be, cases, reps),
+        "training": bench_training(["cifar10-tiny", "cifar10-small"], args.batch,
+                                   5 if args.quick else 20),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(args.out).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
