@@ -48,7 +48,7 @@ class TrainSettings:
     momentum: float = 0.9
     beta1: float = 0.9
     beta2: float = 0.999
-    warmup_epochs: float = 2.0
+    warmup_epochs: float | None = None
     schedule: str = "cosine"
     clip_norm: float = 1.0
     label_smoothing: float = 0.1
@@ -78,7 +78,7 @@ class TrainSettings:
              f"min_lr must lie in [0, lr={self.lr}], got {self.min_lr}")
         need(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}")
-        need(0 <= self.warmup_epochs <= self.epochs,
+        need(self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
              f"warmup epochs must lie in [0, epochs={self.epochs}], got {self.warmup_epochs}")
         need(self.schedule in ("cosine", "linear", "constant"),
              f"schedule must be cosine, linear or constant, got {self.schedule!r}")
@@ -93,6 +93,14 @@ class TrainSettings:
         need(self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}")
         need(isinstance(self.eval_every, int) and self.eval_every >= 1,
              f"eval_every must be an int >= 1, got {self.eval_every}")
+
+    @property
+    def warmup(self) -> float:
+        """Warm-up epochs actually used: ``warmup_epochs``, or by default 2 epochs (at
+        most a fifth of the run, so a 1-epoch run still decays)."""
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return min(2.0, 0.2 * self.epochs)
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -226,7 +234,7 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
     loader = BatchLoader(x_train, y_train, s.batch_size, shuffle=True, seed=s.seed,
                          transform=aug, drop_last=True, prefetch=2)
     spe = len(loader)
-    sched = LRSchedule(s.lr, s.epochs * spe, int(round(s.warmup_epochs * spe)), s.schedule, s.min_lr)
+    sched = LRSchedule(s.lr, s.epochs * spe, int(round(s.warmup * spe)), s.schedule, s.min_lr)
 
     epoch, batch0, step, history, elapsed = 0, 0, 0, [], 0.0
     run = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
@@ -376,7 +384,8 @@ def configure_parser(p):
     t.add_argument("--min-lr", type=float, default=d.min_lr)
     t.add_argument("--weight-decay", type=float, default=d.weight_decay)
     t.add_argument("--momentum", type=float, default=d.momentum)
-    t.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    t.add_argument("--warmup-epochs", type=float, default=None,
+                   help="linear warm-up length (default: 2, at most a fifth of the run)")
     t.add_argument("--schedule", choices=["cosine", "linear", "constant"], default=d.schedule)
     t.add_argument("--clip-norm", type=float, default=d.clip_norm)
     t.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
