@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -27,23 +28,96 @@ from .errors import CheckpointError, ConfigError
 FORMAT = 1
 
 
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temporary files that earlier writers of ``path`` left behind when they were
+    killed mid-write (``kill -9``, power loss): ``.NAME.PID.XXXX.tmp`` whose PID is no
+    longer running. Temp files of live processes (another writer) are left alone, so at
+    most one stray temp file per killed writer exists, and only until the next write."""
+    prefix = f".{path.name}."
+    try:
+        entries = os.listdir(path.parent)
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        pid = entry[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue                        # its writer is alive: not ours to remove
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, OSError):
+            continue                        # alive (another user's) or unknowable: keep
+        try:
+            os.unlink(path.parent / entry)
+        except OSError:
+            pass
+
+
+def _default_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the existing file's mode, else
+    0o666 minus the umask (``mkstemp`` creates 0o600, which would hide checkpoints from
+    the rest of a team)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (os.umask sets it,
+    briefly, for every thread: a prefetch thread creating a file then would get 0)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_npz(path, arrays: dict) -> Path:
     """Write ``arrays`` (name → ndarray) to ``path`` as .npz, atomically (temp file,
-    fsync, rename, fsync of the directory). Returns the path."""
+    fsync, rename, fsync of the directory). Returns the path.
+
+    A crash or kill at any moment leaves either the old file or the new one at ``path``,
+    never a partial one; temp files of killed writers are removed by the next write.
+    Raises CheckpointError naming the path when the file cannot be written (disk full,
+    permissions); the previous file is then left untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        mode = _default_mode(path)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise CheckpointError(f"cannot write {path}: {e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise CheckpointError(f"cannot write {path}: {e}") from None
         raise
     try:                                    # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -60,18 +134,43 @@ def read_npz(path) -> dict[str, np.ndarray]:
     """Read every array of an .npz without pickle. Raises CheckpointError naming the file
     when it is missing, not a valid npz/zip, truncated, or holds object arrays."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not an .npz file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    if not is_zip:
+        raise CheckpointError(f"{path}: not an .npz file (no zip structure; truncated, "
+                              f"corrupt or another format)")
+    try:
         with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise CheckpointError(f"{path}: not an .npz archive")
             return {k: z[k] for k in z.files}
-    except ValueError as e:                 # object arrays need pickle: refused
-        raise CheckpointError(f"{path}: refused to load ({e}); object arrays are never "
-                              f"unpickled") from None
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e):              # object arrays need pickle: refused
+            raise CheckpointError(f"{path}: refused to load an object array (it would need "
+                                  f"pickle, which could run arbitrary code); minivit files "
+                                  f"hold numeric arrays only") from None
+        raise CheckpointError(f"{path}: corrupt .npz file ({_one_line(e)})") from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: not a readable .npz file "
+                              f"({type(e).__name__}: {_one_line(e)})") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: corrupt .npz file (an array header asks for more "
+                              f"memory than there is)") from None
     except Exception as e:                  # zlib.error, struct.error, … on corrupt bytes
-        raise CheckpointError(f"{path}: corrupt .npz file ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: corrupt .npz file "
+                              f"({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _one_line(obj) -> str:
+    return " ".join(str(obj).split())
 
 
 def save_checkpoint(path, model, optimizer=None, **meta) -> Path:
@@ -86,6 +185,32 @@ def save_checkpoint(path, model, optimizer=None, **meta) -> Path:
     info.update(meta)
     arrays["meta.json"] = np.frombuffer(json.dumps(info).encode("utf-8"), dtype=np.uint8)
     return atomic_write_npz(path, arrays)
+
+
+# Types of the meta.json fields minivit itself writes; checked when present, so that a
+# corrupt or hand-edited file fails here, naming the field, not deep inside the trainer.
+_META_TYPES = {
+    "dtype": str, "epoch": int, "batch": int, "step": int, "seed": int,
+    "elapsed": (int, float), "history": list, "running": dict, "settings": dict,
+}
+
+
+def _check_meta(meta: dict, path) -> None:
+    for key, typ in _META_TYPES.items():
+        if key not in meta:
+            continue
+        v = meta[key]
+        if isinstance(v, bool) or not isinstance(v, typ):
+            raise CheckpointError(f"{path}: meta.json field {key!r} has the wrong type "
+                                  f"({type(v).__name__}: {v!r:.60})")
+        if typ is int and v < 0:
+            raise CheckpointError(f"{path}: meta.json field {key!r} must be >= 0, got {v}")
+    if "dtype" in meta and meta["dtype"] not in ("float32", "float64"):
+        raise CheckpointError(f"{path}: meta.json field 'dtype' must be float32 or float64, "
+                              f"got {meta['dtype']!r:.60}")
+    if "elapsed" in meta and not (meta["elapsed"] >= 0 and meta["elapsed"] < float("inf")):
+        raise CheckpointError(f"{path}: meta.json field 'elapsed' must be a finite number "
+                              f">= 0, got {meta['elapsed']!r}")
 
 
 def load_checkpoint(path) -> dict:
@@ -104,21 +229,31 @@ def load_checkpoint(path) -> dict:
         raise CheckpointError(f"{path}: meta.json must be a 1-D uint8 array")
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: meta.json is not valid JSON ({e})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: meta.json is not valid JSON ({_one_line(e)})") from None
     if not isinstance(meta, dict) or "config" not in meta:
         raise CheckpointError(f"{path}: meta.json has no config")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
     try:
         config = ViTConfig.from_dict(meta["config"])
-    except (ConfigError, TypeError) as e:
-        raise CheckpointError(f"{path}: invalid config in meta.json: {e}") from None
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid config in meta.json: {_one_line(e)}") from None
+    _check_meta(meta, path)
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     optim = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
     unknown = [k for k in arrays if not k.startswith(("param/", "optim/"))]
     if unknown:
         raise CheckpointError(f"{path}: unexpected key(s): {', '.join(sorted(unknown))}")
+    # The config comes from the file: a hostile "depth": 10**12 must not make
+    # param_shapes() enumerate (and store) 10**13 names. The blocks present bound it.
+    blocks = {k.split(".")[1] for k in params if k.startswith("blocks.") and k.count(".") >= 2}
+    n_blocks = sum(1 for b in blocks if b.isdigit())
+    if config.depth > n_blocks:
+        first = next(k for k in config.replace(depth=n_blocks + 1).param_shapes()
+                     if k.startswith(f"blocks.{n_blocks}."))
+        raise CheckpointError(f"{path}: missing key param/{first} (the config says "
+                              f"depth={config.depth}, the file holds {n_blocks} blocks)")
     expected = config.param_shapes()
     for name, shape in expected.items():
         if name not in params:
@@ -131,11 +266,57 @@ def load_checkpoint(path) -> dict:
             raise CheckpointError(f"{path}: param/{name} has dtype {a.dtype}, expected float")
         if not np.isfinite(a).all():
             raise CheckpointError(f"{path}: param/{name} contains NaN or inf")
+    for key, a in optim.items():
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            raise CheckpointError(f"{path}: optim/{key} contains NaN or inf")
+        if a.dtype.kind not in "fiub":
+            raise CheckpointError(f"{path}: optim/{key} has dtype {a.dtype}, expected numbers")
+    if "step" in optim:
+        st = optim["step"]
+        if st.shape != () or st.dtype.kind not in "iu" or int(st) < 0:
+            raise CheckpointError(f"{path}: optim/step must be an integer scalar >= 0, got "
+                                  f"{st.dtype} {st.shape}")
     extra = sorted(set(params) - set(expected))
     if extra:
         raise CheckpointError(f"{path}: unexpected key(s) for this config: "
                               f"{', '.join('param/' + k for k in extra)}")
     return {"config": config, "params": params, "optim": optim, "meta": meta}
+
+
+TRAINING_FIELDS = ("settings", "epoch", "batch", "step", "history", "elapsed", "running")
+_RUNNING_FIELDS = ("loss_sum", "correct", "seen", "time")
+
+
+def require_training_state(ck: dict, path) -> None:
+    """Check that a loaded checkpoint (``load_checkpoint``'s result) can be resumed by
+    :func:`minivit.train.train`: meta.json holds every training field with a sane type,
+    valid training settings and optimizer state. Raises CheckpointError naming the
+    field; e.g. for a ``minivit pretrain`` checkpoint, which holds weights only."""
+    from .train import TrainSettings
+    meta = ck["meta"]
+    missing = [k for k in TRAINING_FIELDS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: not a training checkpoint (meta.json lacks "
+                              f"{', '.join(missing)}); --resume continues a run of "
+                              f"minivit train — to start from these weights, fine-tune")
+    running = meta["running"]
+    bad = [k for k in _RUNNING_FIELDS
+           if isinstance(running.get(k), bool) or not isinstance(running.get(k), (int, float))]
+    if bad:
+        raise CheckpointError(f"{path}: meta.json field 'running' lacks numeric {', '.join(bad)}")
+    if not all(isinstance(row, dict) for row in meta["history"]):
+        raise CheckpointError(f"{path}: meta.json field 'history' must be a list of objects")
+    try:
+        settings = TrainSettings.from_dict(meta["settings"])
+        settings.validate()
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid training settings in meta.json: "
+                              f"{_one_line(e)}") from None
+    if meta["epoch"] > settings.epochs:
+        raise CheckpointError(f"{path}: meta.json epoch {meta['epoch']} is past the run's "
+                              f"{settings.epochs} epochs")
+    if "step" not in ck["optim"]:
+        raise CheckpointError(f"{path}: missing key optim/step (no optimizer state to resume)")
 
 
 def load_model(path, backend="numpy", dtype=None):

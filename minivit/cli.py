@@ -1,13 +1,17 @@
 """``minivit`` command line: one subcommand per feature module.
 
 Each feature module defines ``configure_parser(parser)`` and ``cli_run(args) -> int``;
-this file only dispatches. Errors the library raises on purpose (bad flags, bad files)
-print one line and exit with status 2 — no traceback.
+this file only dispatches. Errors the library raises on purpose (bad flags, bad files),
+argument-parsing errors and operating-system errors (missing file, disk full, permission)
+print one line ``minivit CMD: error: ...`` on stderr and exit with status 2 — no
+traceback, no usage dump. Ctrl-C outside the training loop exits with 130; a closed
+stdout pipe (``minivit predict ... | head -1``) exits quietly.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import MinivitError
@@ -24,9 +28,23 @@ COMMANDS = [
 ]
 
 
+def _one_line(obj) -> str:
+    """An error text on one line (exception messages may carry newlines)."""
+    return " ".join(str(obj).split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag gives one line (``minivit train: error: ...``) instead of
+    the whole usage block; ``--help`` still prints the full usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="minivit", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="minivit", description=__doc__.splitlines()[0])
+    parser.commands = {}                    # name -> subparser (for its error messages)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module, help_ in COMMANDS:
         try:
             mod = importlib.import_module(module)
@@ -37,22 +55,47 @@ def build_parser():
         p = sub.add_parser(name, help=help_, description=help_)
         mod.configure_parser(p)
         p.set_defaults(_run=mod.cli_run)
+        parser.commands[name] = p
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:                           # reported by the subcommand: its prog, help
+            parser.commands.get(getattr(args, "command", None), parser).error(
+                f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:                 # --help (0) or a bad flag (2, one line)
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    prefix = f"minivit {args.command}"
     try:
         return int(args._run(args) or 0)
-    except (MinivitError, ValueError, FileNotFoundError, PermissionError) as e:
-        print(f"minivit {args.command}: error: {e}", file=sys.stderr)
+    except BrokenPipeError:
+        # the reader of stdout went away (| head): not an error of ours; silence the
+        # flush at exit, which would fail again and print a traceback
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+    except (MinivitError, ValueError, OSError) as e:
+        # library errors (bad flags, hostile or corrupt files), and OS errors such as a
+        # missing file, a full disk or a permission problem: one line, no traceback
+        print(f"{prefix}: error: {_one_line(e) or type(e).__name__}", file=sys.stderr)
+        return 2
+    except MemoryError as e:
+        # e.g. a model or batch far too large for this machine: say so in one line
+        detail = _one_line(e)
+        print(f"{prefix}: error: out of memory{': ' + detail if detail else ''} (is the "
+              f"model, batch or data set too large for this machine?)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"minivit {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
 
 

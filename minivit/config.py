@@ -18,6 +18,10 @@ GELU_FORMS = ("tanh", "erf")
 POS_EMBEDS = ("learned-1d", "learned-2d", "none")
 
 
+MAX_DEPTH = 1024            # ViT-H has 32 blocks, ViT-22B 48
+MAX_PARAMS = 2 ** 34        # 17 G parameters = 68 GB in float32; ViT-H/14 has 0.63 G
+
+
 @dataclass(frozen=True)
 class ViTConfig:
     """Architecture of a Vision Transformer (paper §3.1, Table 1).
@@ -115,6 +119,15 @@ class ViTConfig:
                               f"(one D/2 table per axis), got D={self.dim}")
         if not (isinstance(self.ln_eps, (int, float)) and self.ln_eps > 0):
             raise ConfigError(f"ln_eps must be a positive number, got {self.ln_eps!r}")
+        # Absurd sizes (a typo such as --depth 1000000000, a hostile checkpoint's config)
+        # are refused here, before param_shapes() loops over the blocks or anything is
+        # allocated: they would hang, or exhaust the machine's memory.
+        if self.depth > MAX_DEPTH:
+            raise ConfigError(f"depth must be <= {MAX_DEPTH}, got {self.depth}")
+        n = self.num_params()
+        if n > MAX_PARAMS:
+            raise ConfigError(f"this config has {n:,} parameters, more than {MAX_PARAMS:,}; "
+                              f"check dim, mlp_dim, depth, image_size and patch_size")
 
     # ------------------------------------------------------------------ parameters
     def param_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ConfigError, DataError
 from .ops.losses import cross_entropy_forward
 
 
@@ -15,13 +16,28 @@ def evaluate(model, x_uint8, y, batch_size=500, mean=None, std=None, smoothing=0
 
     x_uint8: (n, H, W, C) uint8; y: (n,) ints. Returns dict with loss (mean
     cross-entropy, with ``smoothing``), acc, per_class_acc (C,), confusion (C, C) int64
-    (rows: true class), and predictions (n,).
+    (rows: true class), and predictions (n,). Raises DataError for labels that do not
+    match the images or the model's classes, and for pixels normalize refuses (NaN/inf,
+    outside 0..255, floats already scaled to 0..1).
     """
     from .data.augment import CIFAR10_MEAN, CIFAR10_STD, normalize
     mean = CIFAR10_MEAN if mean is None else mean
     std = CIFAR10_STD if std is None else std
     C = model.config.num_classes
     y = np.asarray(y)
+    n = len(x_uint8) if hasattr(x_uint8, "__len__") else None
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
+            or batch_size < 1:
+        raise ConfigError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}")
+    if y.ndim != 1 or n != len(y):
+        raise DataError(f"evaluate: {n} images but labels of shape {y.shape}")
+    if len(y) == 0:
+        raise DataError("evaluate: no images to evaluate")
+    if y.dtype.kind not in "iu":
+        raise DataError(f"evaluate: labels must be integers, got dtype {y.dtype}")
+    if y.min() < 0 or y.max() >= C:
+        raise DataError(f"evaluate: labels span {int(y.min())}..{int(y.max())}, the model "
+                        f"has {C} classes (0..{C - 1})")
     preds = np.empty(len(y), dtype=np.int64)
     total_loss = 0.0
     for s in range(0, len(y), batch_size):
@@ -54,7 +70,6 @@ def configure_parser(p):
 def cli_run(args):
     from .checkpoint import load_model
     from .data import load_cifar10
-    from .errors import ConfigError
     from .plots import plot_confusion_matrix
     from .predict import default_checkpoint
     if args.batch_size < 1:
@@ -63,7 +78,12 @@ def cli_run(args):
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     model, meta = load_model(ckpt, backend=args.backend)
-    data = load_cifar10(args.data_dir, limit_test=args.limit)
+    c = model.config
+    if c.num_classes != 10 or c.image_size != 32 or c.channels != 3:
+        raise ConfigError(f"{ckpt}: a model for {c.image_size}x{c.image_size}x{c.channels} "
+                          f"images and {c.num_classes} classes cannot be evaluated on "
+                          f"CIFAR-10 (32x32x3, 10 classes); fine-tune it first")
+    data = load_cifar10(args.data_dir, limit_train=0, limit_test=args.limit)  # test split only
     classes = data["classes"]
     r = evaluate(model, data["x_test"], data["y_test"], args.batch_size)
     out = Path(args.out) if args.out else (ckpt.parent if args.checkpoint else Path("."))

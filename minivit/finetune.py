@@ -223,6 +223,16 @@ def finetune(checkpoint, out, image_size=None, num_classes=None, epochs=1, lr=0.
     """
     from minivit.checkpoint import load_checkpoint
     from minivit.train import train
+    # bad flags fail before the checkpoint and the data set are read (or downloaded);
+    # the messages are TrainSettings.validate's, which checks them again in train()
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"lr must be > 0, got {lr}")
+    if warmup_epochs is not None and not 0 <= warmup_epochs <= epochs:
+        raise ConfigError(f"warmup epochs must lie in [0, epochs={epochs}], got {warmup_epochs}")
     ck = load_checkpoint(checkpoint)
     old = ck["config"]
     new = old.replace(image_size=image_size or old.image_size,

@@ -103,8 +103,8 @@ class ViT:
     def load_params(self, host_params: dict, strict=True):
         """Copy host arrays into the model, checking every name and shape.
 
-        host_params: name → array. Raises ConfigError naming a missing, unexpected or
-        mis-shaped key.
+        host_params: name → array. Raises ConfigError naming a missing, unexpected,
+        mis-shaped, non-float or non-finite (NaN/inf) key.
         """
         shapes = self.config.param_shapes()
         if strict:
@@ -122,6 +122,8 @@ class ViT:
                 raise ConfigError(f"parameter {name} has shape {a.shape}, expected {shape}")
             if a.dtype.kind != "f":
                 raise ConfigError(f"parameter {name} has dtype {a.dtype}, expected floats")
+            if not np.isfinite(a).all():
+                raise ConfigError(f"parameter {name} contains NaN or inf")
             self.params[name] = self.be.asarray(a, dtype=self.dtype)
 
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -179,7 +179,7 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
     stop_after_epochs: end this call after that many epochs (the schedule still spans
     ``settings.epochs``; ``resume=True`` continues), for time-boxed sessions.
     """
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .checkpoint import load_checkpoint, require_training_state, save_checkpoint
     from .data.augment import Augmenter
     from .data.batches import BatchLoader
     from .evaluate import evaluate
@@ -198,6 +198,7 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
         if ckpt_path is None or not ckpt_path.is_file():
             raise CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
         state = load_checkpoint(ckpt_path)
+        require_training_state(state, ckpt_path)    # e.g. a pretrain checkpoint: named error
         if state["config"] != config:
             diff = [k for k, v in config.to_dict().items() if state["config"].to_dict()[k] != v]
             log(f"resume: using the checkpoint's model config (differs in: {', '.join(diff)})")
@@ -331,7 +332,8 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
                 _append_jsonl(out / "metrics.jsonl", row)
             if stop.signum is not None:
                 interrupted = stop.signum
-                log(f"interrupted by signal {stop.signum} after epoch {epoch}; checkpoint written")
+                log(f"interrupted by signal {stop.signum} after epoch {epoch}; checkpoint written"
+                    + (f" to {ckpt_path}; continue with --resume" if ckpt_path else ""))
                 break
             if stop_after_epochs is not None and epoch >= start_epoch + stop_after_epochs:
                 break

@@ -616,15 +616,7 @@ class NumbaBackend(NumpyBackend):
         _add(a.reshape(-1), b.reshape(-1), out.reshape(-1))
         return out
 
-    def take_cls(self, z):
-        """z: (B, N+1, D) → the class token z[:, 0]: (B, D)."""
-        return np.ascontiguousarray(z[:, 0])
-
-    def take_cls_backward(self, dy, z_shape):
-        """dy: (B, D) → dz: (B, N+1, D), zero everywhere but the class token."""
-        dz = np.zeros(z_shape, dtype=dy.dtype)
-        dz[:, 0] = dy
-        return dz
+    # take_cls / take_cls_backward: the reference versions are already copy-bound.
 
     # ------------------------------------------------------------------ patches, tokens
     def patches_forward(self, images, P, S=None):
