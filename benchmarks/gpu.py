@@ -187,53 +187,9 @@ def bench_attention(be, cases, reps):
 
 # ---------------------------------------------------------------------- 3. training
 def torch_vit(torch, cfg):
-    """The same ViT in PyTorch (pre-norm blocks, fused qkv, class token, learned 1-D
-    position embeddings, tanh/erf GELU, linear head), float32."""
-    nn = torch.nn
-    F = torch.nn.functional
-    approx = "tanh" if cfg.gelu == "tanh" else "none"
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            D = cfg.dim
-            self.norm1 = nn.LayerNorm(D, eps=cfg.ln_eps)
-            self.qkv = nn.Linear(D, 3 * D)
-            self.proj = nn.Linear(D, D)
-            self.norm2 = nn.LayerNorm(D, eps=cfg.ln_eps)
-            self.fc1 = nn.Linear(D, cfg.mlp_dim)
-            self.fc2 = nn.Linear(cfg.mlp_dim, D)
-
-        def forward(self, z):
-            B, N, D = z.shape
-            H = cfg.heads
-            qkv = self.qkv(self.norm1(z)).view(B, N, 3, H, D // H).permute(2, 0, 3, 1, 4)
-            a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-            z = z + self.proj(a.transpose(1, 2).reshape(B, N, D))
-            return z + self.fc2(F.gelu(self.fc1(self.norm2(z)), approximate=approx))
-
-    class ViTTorch(nn.Module):
-        def __init__(self):
-            super().__init__()
-            D = cfg.dim
-            self.embed = nn.Linear(cfg.patch_dim, D)
-            self.cls = nn.Parameter(torch.zeros(1, 1, D))
-            self.pos = nn.Parameter(0.02 * torch.randn(1, cfg.num_patches + 1, D))
-            self.blocks = nn.ModuleList(Block() for _ in range(cfg.depth))
-            self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)
-            self.head = nn.Linear(D, cfg.num_classes)
-
-        def forward(self, x):                         # x: (B, H, W, C)
-            B = x.shape[0]
-            P, S = cfg.patch_size, cfg.S
-            p = x.unfold(1, P, S).unfold(2, P, S)     # (B, gh, gw, C, P, P)
-            p = p.permute(0, 1, 2, 4, 5, 3).reshape(B, -1, cfg.patch_dim)
-            z = torch.cat([self.cls.expand(B, -1, -1), self.embed(p)], 1) + self.pos
-            for blk in self.blocks:
-                z = blk(z)
-            return self.head(self.norm(z[:, 0]))
-
-    return ViTTorch()
+    """The same ViT in PyTorch (benchmarks/torch_peer.py), with SDPA attention."""
+    from torch_peer import build_torch_vit
+    return build_torch_vit(torch, cfg, attention="sdpa")
 
 
 def bench_training(presets, batch, steps):

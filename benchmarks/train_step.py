@@ -76,56 +76,16 @@ class MinivitRunner:
 def make_torch_runner(cfg, batch, threads):
     """The same ViT in PyTorch (identical maths), AdamW; returns a runner object."""
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
 
+    from torch_peer import build_torch_vit
+
     torch.set_num_threads(threads)
-    D, H, M, P = cfg.dim, cfg.heads, cfg.mlp_dim, cfg.patch_size
-    Dh = D // H
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.n1 = nn.LayerNorm(D, eps=cfg.ln_eps)
-            self.qkv = nn.Linear(D, 3 * D)
-            self.proj = nn.Linear(D, D)
-            self.n2 = nn.LayerNorm(D, eps=cfg.ln_eps)
-            self.fc1 = nn.Linear(D, M)
-            self.fc2 = nn.Linear(M, D)
-
-        def forward(self, x):
-            B, N, _ = x.shape
-            qkv = self.qkv(self.n1(x)).reshape(B, N, 3, H, Dh).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]
-            a = ((q @ k.transpose(-2, -1)) * (Dh ** -0.5)).softmax(dim=-1)
-            o = (a @ v).transpose(1, 2).reshape(B, N, D)
-            x = x + self.proj(o)
-            return x + self.fc2(F.gelu(self.fc1(self.n2(x)), approximate="tanh"))
-
-    class TorchViT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Linear(cfg.patch_dim, D)
-            self.cls = nn.Parameter(torch.zeros(1, 1, D))
-            self.pos = nn.Parameter(0.02 * torch.randn(1, cfg.num_patches + 1, D))
-            self.blocks = nn.ModuleList(Block() for _ in range(cfg.depth))
-            self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)
-            self.head = nn.Linear(D, cfg.num_classes)
-
-        def forward(self, img):                      # img: (B, H, W, C)
-            B, Hh, Ww, C = img.shape
-            g = Hh // P
-            x = img.reshape(B, g, P, g, P, C).permute(0, 1, 3, 2, 4, 5).reshape(B, g * g, P * P * C)
-            x = self.embed(x)
-            x = torch.cat([self.cls.expand(B, -1, -1), x], dim=1) + self.pos
-            for blk in self.blocks:
-                x = blk(x)
-            return self.head(self.norm(x[:, 0]))
 
     class Runner:
         def __init__(self):
             torch.manual_seed(0)
-            self.model = TorchViT()
+            self.model = build_torch_vit(torch, cfg, attention="explicit")
             self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=BETAS, eps=EPS,
                                          weight_decay=WD)
 

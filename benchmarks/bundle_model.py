@@ -1,0 +1,36 @@
+"""Ship a trained run as the package's default model (minivit/weights/cifar10-tiny.npz).
+
+    python benchmarks/bundle_model.py runs/cifar10-60min --command "minivit train ..."
+
+Writes the parameters only (no optimizer state, so it stays small), with the class names,
+the run's final test accuracy and the command that trained it in meta.json.
+"""
+import argparse
+import json
+from pathlib import Path
+
+from minivit.checkpoint import load_model, save_checkpoint
+from minivit.data.cifar10 import CLASSES
+
+TARGET = Path(__file__).resolve().parents[1] / "minivit" / "weights" / "cifar10-tiny.npz"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", help="training output directory (checkpoint.npz, metrics.jsonl)")
+    ap.add_argument("--command", default="", help="the command that trained it")
+    ap.add_argument("--out", default=str(TARGET))
+    a = ap.parse_args()
+    run = Path(a.run)
+    model, meta = load_model(run / "checkpoint.npz", dtype="float32")
+    history = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    last = [h for h in history if h.get("test_acc") is not None][-1]   # last evaluated epoch
+    path = save_checkpoint(a.out, model, classes=list(CLASSES), test_acc=last["test_acc"],
+                           epochs=last["epoch"], train_command=a.command,
+                           wall_time_s=last["elapsed_s"])
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB), test acc "
+          f"{100 * last['test_acc']:.2f}% after {last['epoch']} epochs")
+
+
+if __name__ == "__main__":
+    main()
