@@ -26,8 +26,7 @@ def main():
     history = [json.loads(line) for line in open(run / "metrics.jsonl")]
     last = [h for h in history if h.get("test_acc") is not None][-1]   # last evaluated epoch
     path = save_checkpoint(a.out, model, classes=list(CLASSES), test_acc=last["test_acc"],
-                           epoch=last["epoch"],
-                           epochs=last["epoch"], train_command=a.command,
+                           epoch=last["epoch"], train_command=a.command,
                            wall_time_s=last["elapsed_s"])
     print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB), test acc "
           f"{100 * last['test_acc']:.2f}% after {last['epoch']} epochs")
