@@ -80,7 +80,8 @@ def main(argv=None):
 
     config = ViTConfig.preset(args.preset)
     data = _load(args, config)
-    runs = Path(args.out) / f"mpp_vs_scratch{'_' + args.tag if args.tag else ''}_runs"
+    # checkpoints of both arms go to runs/ (ignored by git); the JSON keeps the histories
+    runs = ROOT / "runs" / f"mpp_vs_scratch{'_' + args.tag if args.tag else ''}"
     common = dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                   progress=False)
     if args.lr is not None:
