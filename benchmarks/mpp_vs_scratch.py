@@ -19,7 +19,7 @@ history, final test accuracies, MPP loss curve and wall-clock times.
     python benchmarks/mpp_vs_scratch.py --preset cifar10-tiny --pretrain-epochs 10 \\
         --epochs 30 --backend numba --data-dir ../shared/data
     python benchmarks/mpp_vs_scratch.py --synthetic --limit 64 --epochs 1 \\
-        --pretrain-epochs 1 --backend numpy --tag smoke        # seconds: a smoke test
+        --pretrain-epochs 1 --batch-size 16 --backend numpy --tag smoke   # a smoke test
 """
 from __future__ import annotations
 
