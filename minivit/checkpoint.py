@@ -3,6 +3,8 @@
 Layout of a minivit checkpoint (format 1):
     param/<name>        every model parameter (host arrays, the model's dtype)
     optim/<key>         optimizer state (``AdamW.state_dict()`` keys), when saved
+    extra/<name>        arrays an objective trains besides the ViT (masked patch
+                        prediction: its head and [mask] token), when any
     meta.json           uint8 bytes of a JSON object: format, config, dtype, step, epoch,
                         and whatever the trainer adds (seed, metrics, …)
 
@@ -24,6 +26,8 @@ import numpy as np
 
 from .config import ViTConfig
 from .errors import CheckpointError, ConfigError
+from .errors import one_line as _one_line
+from .settings import DataSettings, TrainSettings
 
 FORMAT = 1
 
@@ -169,18 +173,17 @@ def read_npz(path) -> dict[str, np.ndarray]:
                               f"({type(e).__name__}: {_one_line(e)})") from None
 
 
-def _one_line(obj) -> str:
-    return " ".join(str(obj).split())
-
-
-def save_checkpoint(path, model, optimizer=None, **meta) -> Path:
+def save_checkpoint(path, model, optimizer=None, extra=None, **meta) -> Path:
     """Save a model (and optionally its optimizer) to ``path`` atomically.
 
+    extra: host arrays an objective trains besides the model (e.g. the MPP head and
+    [mask] token), stored as ``extra/<name>``: one file holds the whole run.
     meta: extra JSON-serialisable fields (step, epoch, seed, …) stored in meta.json.
     """
     arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
     if optimizer is not None:
         arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    arrays.update({f"extra/{k}": np.asarray(v) for k, v in (extra or {}).items()})
     info = {"format": FORMAT, "config": model.config.to_dict(), "dtype": str(model.dtype)}
     info.update(meta)
     arrays["meta.json"] = np.frombuffer(json.dumps(info).encode("utf-8"), dtype=np.uint8)
@@ -192,6 +195,8 @@ def save_checkpoint(path, model, optimizer=None, **meta) -> Path:
 _META_TYPES = {
     "dtype": str, "epoch": int, "batch": int, "step": int, "seed": int,
     "elapsed": (int, float), "history": list, "running": dict, "settings": dict,
+    "objective": str, "data_settings": dict, "objective_settings": dict, "data": dict,
+    "extended_from": list,
 }
 
 
@@ -217,7 +222,7 @@ def load_checkpoint(path) -> dict:
     """Read and validate a checkpoint.
 
     Returns ``{"config": ViTConfig, "params": {name: array}, "optim": {key: array},
-    "meta": dict}``. Raises CheckpointError naming the key for missing or mis-shaped
+    "extra": {name: array}, "meta": dict}``. Raises CheckpointError naming the key for missing or mis-shaped
     parameters, non-float arrays, a missing/invalid meta.json or a config that disagrees
     with the arrays.
     """
@@ -242,7 +247,8 @@ def load_checkpoint(path) -> dict:
     _check_meta(meta, path)
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     optim = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
-    unknown = [k for k in arrays if not k.startswith(("param/", "optim/"))]
+    extra = {k[len("extra/"):]: v for k, v in arrays.items() if k.startswith("extra/")}
+    unknown = [k for k in arrays if not k.startswith(("param/", "optim/", "extra/"))]
     if unknown:
         raise CheckpointError(f"{path}: unexpected key(s): {', '.join(sorted(unknown))}")
     # The config comes from the file: a hostile "depth": 10**12 must not make
@@ -271,6 +277,9 @@ def load_checkpoint(path) -> dict:
             raise CheckpointError(f"{path}: optim/{key} contains NaN or inf")
         if a.dtype.kind not in "fiub":
             raise CheckpointError(f"{path}: optim/{key} has dtype {a.dtype}, expected numbers")
+    for key, a in extra.items():
+        if a.dtype.kind != "f" or not np.isfinite(a).all():
+            raise CheckpointError(f"{path}: extra/{key} must hold finite floats")
     if "step" in optim:
         st = optim["step"]
         if st.shape != () or st.dtype.kind not in "iu" or int(st) < 0:
@@ -280,7 +289,7 @@ def load_checkpoint(path) -> dict:
     if extra:
         raise CheckpointError(f"{path}: unexpected key(s) for this config: "
                               f"{', '.join('param/' + k for k in extra)}")
-    return {"config": config, "params": params, "optim": optim, "meta": meta}
+    return {"config": config, "params": params, "optim": optim, "extra": extra, "meta": meta}
 
 
 TRAINING_FIELDS = ("settings", "epoch", "batch", "step", "history", "elapsed", "running")
@@ -291,14 +300,14 @@ def require_training_state(ck: dict, path) -> None:
     """Check that a loaded checkpoint (``load_checkpoint``'s result) can be resumed by
     :func:`minivit.train.train`: meta.json holds every training field with a sane type,
     valid training settings and optimizer state. Raises CheckpointError naming the
-    field; e.g. for a ``minivit pretrain`` checkpoint, which holds weights only."""
-    from .train import TrainSettings
+    field; e.g. for a bare model (``save_checkpoint`` without training state)."""
     meta = ck["meta"]
     missing = [k for k in TRAINING_FIELDS if k not in meta]
     if missing:
         raise CheckpointError(f"{path}: not a training checkpoint (meta.json lacks "
                               f"{', '.join(missing)}); --resume continues a run of "
-                              f"minivit train — to start from these weights, fine-tune")
+                              f"minivit train, finetune or pretrain — to start from these "
+                              f"weights, fine-tune")
     running = meta["running"]
     bad = [k for k in _RUNNING_FIELDS
            if isinstance(running.get(k), bool) or not isinstance(running.get(k), (int, float))]
@@ -309,6 +318,7 @@ def require_training_state(ck: dict, path) -> None:
     try:
         settings = TrainSettings.from_dict(meta["settings"])
         settings.validate()
+        DataSettings.from_dict(meta.get("data_settings", {})).validate()
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid training settings in meta.json: "
                               f"{_one_line(e)}") from None

@@ -14,7 +14,8 @@ import importlib
 import os
 import sys
 
-from .errors import MinivitError
+from .errors import MinivitError, TrainingInterrupted
+from .errors import one_line as _one_line
 
 # (subcommand, module, one-line help)
 COMMANDS = [
@@ -28,21 +29,35 @@ COMMANDS = [
 ]
 
 
-def _one_line(obj) -> str:
-    """An error text on one line (exception messages may carry newlines)."""
-    return " ".join(str(obj).split())
+class _Help(argparse.HelpFormatter):
+    """Every flag's help ends with its default: the derived flags write it themselves
+    (:mod:`minivit.flags`); for the others it is added here, unless the default is None
+    or off (those flags say what happens without them)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("(default" in text or not action.option_strings or action.default is None
+                or action.default is False or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag gives one line (``minivit train: error: ...``) instead of
     the whole usage block; ``--help`` still prints the full usage."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser():
+    from . import __version__
     parser = _Parser(prog="minivit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"minivit {__version__}")
     parser.commands = {}                    # name -> subparser (for its error messages)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module, help_ in COMMANDS:
@@ -74,6 +89,8 @@ def main(argv=None) -> int:
     prefix = f"minivit {args.command}"
     try:
         return int(args._run(args) or 0)
+    except TrainingInterrupted as e:        # a run stopped by a signal: checkpoint written
+        return 128 + int(e.signum or 2)
     except BrokenPipeError:
         # the reader of stdout went away (| head): not an error of ours; silence the
         # flush at exit, which would fail again and print a traceback

@@ -24,3 +24,24 @@ class CheckpointError(MinivitError, ValueError):
 
 class TrainingError(MinivitError, RuntimeError):
     """Training cannot go on (e.g. the loss became non-finite)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint at that batch.
+
+    A KeyboardInterrupt, so Ctrl-C in a notebook or script stops as it always does; the
+    message says where the checkpoint is and how to continue (``resume=True``).
+    Attributes: signum, epoch, batch, checkpoint (path or None), result (what ``train``
+    would have returned: model, history, …).
+    """
+
+    def __init__(self, message, signum=None, epoch=None, batch=None, checkpoint=None,
+                 result=None):
+        super().__init__(message)
+        self.signum, self.epoch, self.batch = signum, epoch, batch
+        self.checkpoint, self.result = checkpoint, result
+
+
+def one_line(obj) -> str:
+    """An error text on one line (exception messages may carry newlines)."""
+    return " ".join(str(obj).split())

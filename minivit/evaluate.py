@@ -47,7 +47,7 @@ def evaluate(model, x_uint8, y, batch_size=500, mean=None, std=None, smoothing=0
                                         smoothing)
         total_loss += loss * len(xb)
         preds[s:s + batch_size] = np.argmax(logits, axis=1)
-    model._cache = {}                       # drop activations kept for a backward pass
+    model.clear_cache()                     # drop activations kept for a backward pass
     confusion = np.zeros((C, C), dtype=np.int64)
     np.add.at(confusion, (y, preds), 1)
     per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)

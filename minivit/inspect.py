@@ -36,7 +36,7 @@ def attention_maps(model, images, batch_size=64) -> list[np.ndarray]:
         for layer, a in enumerate(model.last_attention):
             per_layer[layer].append(np.asarray(a, dtype=np.float64))
         model.last_attention = []
-        model._cache = {}                    # free the activations kept for backward
+        model.clear_cache()                  # free the activations kept for backward
     return [np.concatenate(chunks, axis=0) for chunks in per_layer]
 
 

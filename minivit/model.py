@@ -289,6 +289,12 @@ class ViT:
         return be.take_cls_backward(dt, cache["zL_shape"])
 
     # ------------------------------------------------------------------ whole model
+    def clear_cache(self):
+        """Drop the activations kept for a backward pass (after an evaluation, or to free
+        memory). The only way code outside the model resets its state; the next
+        ``backward`` needs a new ``forward``."""
+        self._cache = {}
+
     def forward(self, images, keep_attention=False):
         """images: (B, H, W, C) normalised floats → logits: (B, classes) (backend array).
 
@@ -328,7 +334,7 @@ class ViT:
         for s in range(0, len(images), batch_size):
             logits = np.asarray(self.be.to_host(self.forward(images[s:s + batch_size])),
                                 dtype=np.float64)
-            self._cache = {}
+            self.clear_cache()
             e = np.exp(logits - logits.max(axis=1, keepdims=True))
             out.append(e / e.sum(axis=1, keepdims=True))
         return np.concatenate(out, axis=0)

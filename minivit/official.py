@@ -168,7 +168,7 @@ def load_official(path, backend="numpy", dtype="float32", image_size=None, num_c
     path: the .npz (read with ``allow_pickle=False``). The config is inferred from the
     shapes (:func:`infer_config`). image_size: fine-tune resolution; when it differs from
     the checkpoint's, the position embeddings are resampled bilinearly (paper §3.2,
-    :func:`minivit.finetune.resample_pos_embed`). num_classes: a different number of
+    :func:`minivit.ops.embedding.resample_pos_embed`). num_classes: a different number of
     classes replaces the head with a zero-initialised linear layer. drop_pre_logits: drop
     the tanh pre-logits layer (head_type "linear"; the head is then reset to zero too,
     since the old head read the pre-logits' output).

@@ -1,4 +1,6 @@
-"""Self-supervised pre-training by masked patch prediction (paper §4.6, Appendix B.1.2).
+"""Self-supervised pre-training by masked patch prediction (paper §4.6, Appendix B.1.2):
+the objective and its model. The loop is :func:`minivit.train.train`'s, so pre-training
+has resume, signals, atomic checkpoints, metrics, a progress bar and every backend.
 
 The model is the ViT backbone (Eq. 1–3) plus two extra parameters:
 
@@ -8,31 +10,37 @@ The model is the ViT backbone (Eq. 1–3) plus two extra parameters:
 * ``mpp_head`` (D → 512): a linear layer applied to the final LayerNorm's output of every
   *patch* token (the class token is not used), predicting the patch's 3-bit mean colour.
 
-Loss: cross-entropy on the corrupted patches only. Optimiser as in the paper's
-pre-training: AdamW, linear warm-up then cosine decay, clipping at global norm 1.
+Loss: cross-entropy on the corrupted patches only. Recipe as in the paper's pre-training:
+AdamW, linear warm-up (5% of the run) then cosine decay to 0, clipping at global norm 1;
+random horizontal flips (they change no patch's colour, only where it sits).
 
-Checkpoints: ``checkpoint.npz`` is a normal minivit checkpoint of the backbone
-(:func:`minivit.checkpoint.save_checkpoint`; loads with ``load_model`` and fine-tunes with
-``minivit finetune``, its classification head is the untrained initial one);
-``mpp_head.npz`` holds ``mpp_head.weight``, ``mpp_head.bias`` and ``mask_token``.
-
-The corruption and the loss run on host (NumPy) arrays: use the numpy or numba backend.
+Every op runs through the model's backend (``corruption_forward``, ``masked_patch_loss``,
+``take_patch_tokens`` … of :class:`minivit.backends.protocol.Backend`); no array is
+sliced here. Checkpoints: ``checkpoint.npz`` is a normal minivit checkpoint of the
+backbone (loads with ``load_model``, fine-tunes with ``minivit finetune``; its
+classification head is the untrained initial one) whose ``extra/`` arrays hold
+``mpp_head.weight``, ``mpp_head.bias`` and ``mask_token``.
 """
 from __future__ import annotations
-
-import json
-import math
-import time
-from pathlib import Path
 
 import numpy as np
 
 from minivit.config import ViTConfig
-from minivit.errors import ConfigError, TrainingError
-from minivit.ops.masked import (NUM_CLASSES, PatchCorruption, masked_patch_loss,
+from minivit.errors import ConfigError
+from minivit.objectives import Objective
+from minivit.ops.masked import (NUM_CLASSES, PatchCorruption, corruption_plan,
                                 mean_color_targets)
+from minivit.settings import MPPSettings, TrainSettings
 
 EXTRA_PARAMS = ("mpp_head.weight", "mpp_head.bias", "mask_token")
+_EVAL_TAG = 0x6D707065                  # "mppe": the evaluation plans' own random stream
+
+# The paper's pre-training recipe (B.1.2) as TrainSettings defaults; the augmentations of
+# classification do not apply (a crop or RandAugment would change the patch colours).
+RECIPE = dict(epochs=1, optimizer="adamw", lr=1e-3, min_lr=0.0, weight_decay=0.05,
+              schedule="cosine", clip_norm=1.0, label_smoothing=0.0, crop_padding=0,
+              rand_augment=None, mixup=0.0, cutmix=0.0, flip=True)
+NOT_USED = ("label_smoothing", "crop_padding", "rand_augment", "mixup", "cutmix", "mix_prob")
 
 
 class MPPModel:
@@ -55,6 +63,7 @@ class MPPModel:
         if self.config.channels != 3:
             raise ConfigError("masked patch prediction predicts RGB mean colours: it needs "
                               f"3 channels, the config has {self.config.channels}")
+        require_mpp_ops(self.be)
         D = self.config.dim
         rng = np.random.default_rng(seed + 7919)
         host = {
@@ -68,7 +77,7 @@ class MPPModel:
         self.extra = {k: self.be.asarray(v, dtype=self.dtype) for k, v in host.items()}
         self.corruption = PatchCorruption(self.extra["mask_token"], rng=seed + 104729,
                                           mask_ratio=mask_ratio, p_mask=p_mask,
-                                          p_random=p_random)
+                                          p_random=p_random, backend=self.be)
         self.grads: dict = {}
 
     @property
@@ -82,13 +91,16 @@ class MPPModel:
         return p
 
     def load_extra(self, host: dict):
-        """Copy ``mpp_head.weight``, ``mpp_head.bias``, ``mask_token`` into the model, in
-        place (the corruption op and ``params`` keep their references)."""
+        """Copy ``mpp_head.weight``, ``mpp_head.bias``, ``mask_token`` into the model (the
+        corruption op and ``params`` see the new arrays)."""
         for k in EXTRA_PARAMS:
+            if k not in host:
+                raise ConfigError(f"missing masked-patch-prediction parameter {k}")
             a = np.asarray(host[k])
             if a.shape != tuple(self.extra[k].shape):
                 raise ConfigError(f"{k} has shape {a.shape}, expected {tuple(self.extra[k].shape)}")
-            self.extra[k][...] = self.be.asarray(a, dtype=self.dtype)
+            self.extra[k] = self.be.asarray(a, dtype=self.dtype)
+        self.corruption.mask_token = self.extra["mask_token"]
 
     def extra_state(self) -> dict[str, np.ndarray]:
         """Host copies of the three extra parameters."""
@@ -99,7 +111,7 @@ class MPPModel:
         """zL: (B, N+1, D) → logits (B, N, 512): the final LayerNorm (Eq. 4's, shared with
         the classifier) on every patch token, then the linear MPP head."""
         be, p, c = self.be, self.vit.params, self.config
-        t = be.asarray(zL[:, 1:], dtype=self.dtype)                 # patch tokens only
+        t = be.take_patch_tokens(zL)                                # (B, N, D)
         y, ln = be.layernorm_forward(t, p["norm.weight"], p["norm.bias"], c.ln_eps)
         logits, lin = be.linear_forward(y, self.extra["mpp_head.weight"],
                                         self.extra["mpp_head.bias"])
@@ -112,11 +124,18 @@ class MPPModel:
         ln, lin, shape = cache
         dy, g["mpp_head.weight"], g["mpp_head.bias"] = be.linear_backward(dlogits, lin)
         dt, g["norm.weight"], g["norm.bias"] = be.layernorm_backward(dy, ln)
-        dz = be.zeros(shape, self.dtype)
-        dz[:, 1:] = dt
-        return dz
+        return be.take_patch_tokens_backward(dt, shape)
 
     # ------------------------------------------------------------------ one step
+    def forward(self, images, plan):
+        """images: (B, H, W, 3) normalised; plan: a CorruptionPlan for (B, N) →
+        logits (B, N, 512) (backend array) and the head's cache."""
+        self.corruption.set_plan(plan)
+        self.vit.clear_cache()
+        self.vit.keep_attention = False
+        z0 = self.vit.embed_forward(images, patch_transform=self.corruption)
+        return self.token_head_forward(self.vit.encoder_forward(z0))
+
     def loss_and_grads(self, images, targets, plan=None):
         """One forward and backward pass of masked patch prediction.
 
@@ -126,181 +145,205 @@ class MPPModel:
         gradients of every name in ``params`` land in ``self.grads``.
         """
         vit, be = self.vit, self.be
-        B = len(images)
         if plan is None:
-            plan = self.corruption.new_plan(B, self.config.num_patches)
-        else:
-            self.corruption.set_plan(plan)
+            plan = self.corruption.new_plan(len(images), self.config.num_patches)
         self.corruption.zero_grad()
-        vit._cache = {}
-        vit.keep_attention = False
         self.grads = {}
-        z0 = vit.embed_forward(images, patch_transform=self.corruption)
-        zL = vit.encoder_forward(z0)
-        logits, hc = self.token_head_forward(zL)
-        loss, dlogits = masked_patch_loss(np.asarray(be.to_host(logits)), targets,
-                                          plan.corrupted)
-        dzL = self.token_head_backward(be.asarray(dlogits, dtype=self.dtype), hc)
+        logits, hc = self.forward(images, plan)
+        loss, dlogits = be.masked_patch_loss(logits, targets, plan.corrupted)
+        dzL = self.token_head_backward(dlogits, hc)
         norm_grads = {k: self.grads[k] for k in ("norm.weight", "norm.bias")}
         vit.grads = {}
-        dz0 = vit.encoder_backward(dzL)
-        vit.embed_backward(dz0)
+        vit.embed_backward(vit.encoder_backward(dzL))
         vit.grads.update(norm_grads)
         for k in self.params:
             if k in vit.grads:
                 self.grads[k] = vit.grads[k]
-        self.grads["mask_token"] = be.asarray(self.corruption.grad, dtype=self.dtype)
-        vit._cache = {}
-        return loss, plan
+        self.grads["mask_token"] = self.corruption.grad
+        vit.clear_cache()
+        return float(loss), plan
 
 
-# ---------------------------------------------------------------------- data
-def synthetic_images(n, size=32, seed=0):
-    """n smooth random RGB images (uint8, (n, size, size, 3)): coarse 4×4 colour grids
-    upsampled bilinearly, so patch colours are predictable from their neighbours."""
-    from minivit.finetune import resize_images
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, size=(n, 4, 4, 3)).astype(np.uint8)
-    return resize_images(coarse, size)
+def require_mpp_ops(be):
+    """Raise ConfigError when backend ``be`` lacks the masked-patch-prediction ops."""
+    missing = [m for m in ("take_patch_tokens", "take_patch_tokens_backward",
+                           "corruption_forward", "corruption_backward", "masked_patch_loss")
+               if not hasattr(be, m)]
+    if missing:
+        raise ConfigError(f"the {be.name} backend has no masked-patch-prediction ops yet "
+                          f"({', '.join(missing)}); use --backend numpy or numba")
 
 
-def _normalize(x_uint8):
-    from minivit.inspect import normalize_images
-    return normalize_images(x_uint8)
-
-
-# ---------------------------------------------------------------------- training loop
-def pretrain(config, images, epochs=1, batch_size=128, lr=1e-3, weight_decay=0.05,
-             warmup_steps=None, clip_norm=1.0, seed=0, backend="numpy", dtype="float32",
-             out=None, max_steps=None, flip=True, log=print, mask_ratio=0.5):
-    """Masked-patch-prediction pre-training on unlabeled images (paper §4.6, B.1.2).
-
-    config: ViTConfig (3 channels). images: (M, H, W, 3) uint8, H = config.image_size.
-    AdamW (β = 0.9, 0.999, decoupled weight decay on kernels only), linear warm-up for
-    ``warmup_steps`` (None: 5% of the steps) then cosine decay to 0, clipping at global
-    norm ``clip_norm``. flip: random horizontal flips (they change no mean colour's
-    class, only where it sits). out: directory for ``checkpoint.npz``, ``mpp_head.npz``
-    and ``metrics.jsonl`` (written after every epoch). max_steps: stop early (tests).
-
-    Returns {"model": MPPModel, "history": [{"step", "loss", "lr", "grad_norm"} …],
-    "epochs": [{"epoch", "loss", "seconds"} …]}.
+# ---------------------------------------------------------------------- the objective
+class MPPBatches:
+    """Training transform: (x_uint8 (B, H, W, 3), labels, rng) → (normalised images,
+    (targets (B, N), plan)). Flips, the targets (from the flipped raw pixels) and the
+    corruption plan all come from the batch's rng, so a resumed run sees the same batches.
     """
-    from minivit.checkpoint import atomic_write_npz, save_checkpoint
-    from minivit.optim import AdamW, LRSchedule, clip_grad_norm
-    if isinstance(config, str):
-        config = ViTConfig.preset(config)
-    x = np.asarray(images)
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (config.image_size,
-                                                           config.image_size, 3):
-        raise ConfigError(f"pretrain needs uint8 images (M, {config.image_size}, "
-                          f"{config.image_size}, 3), got {x.dtype} {x.shape}")
-    if epochs < 1 or batch_size < 1:
-        raise ConfigError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
-    M = len(x)
-    steps_per_epoch = max(1, math.ceil(M / batch_size))
-    total = epochs * steps_per_epoch
-    if max_steps is not None:
-        total = min(total, int(max_steps))
-    if warmup_steps is None:
-        warmup_steps = int(0.05 * total)
-    warmup_steps = min(warmup_steps, total)
-    model = MPPModel(config, seed=seed, dtype=dtype, backend=backend, mask_ratio=mask_ratio)
-    opt = AdamW(model, lr=lr, weight_decay=weight_decay)
-    sched = LRSchedule(lr, total, warmup_steps, "cosine")
-    rng = np.random.default_rng(seed + 1)
-    out = Path(out) if out is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    history, epochs_log = [], []
-    step = 0
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        order = rng.permutation(M)
-        losses = []
-        for s in range(0, M, batch_size):
-            if step >= total:
-                break
-            batch = x[order[s:s + batch_size]]
-            if flip:
-                f = rng.random(len(batch)) < 0.5
-                batch = batch.copy()
-                batch[f] = batch[f, :, ::-1]
-            targets = mean_color_targets(batch, config.patch_size, config.S)
-            loss, _ = model.loss_and_grads(_normalize(batch), targets)
-            if not math.isfinite(loss):
-                raise TrainingError(f"MPP loss became {loss} at step {step}")
-            gnorm = clip_grad_norm(model.be, model.grads, clip_norm)
-            cur = sched(step)
-            opt.step(cur)
-            history.append({"step": step, "loss": loss, "lr": cur, "grad_norm": gnorm})
-            losses.append(loss)
-            step += 1
-        if not losses:
-            break
-        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
-               "seconds": time.perf_counter() - t0, "steps": step}
-        epochs_log.append(rec)
-        if log:
-            log(f"epoch {epoch + 1}/{epochs}: MPP loss {rec['loss']:.4f} "
-                f"({rec['seconds']:.1f} s, step {step})")
-        if out is not None:
-            save_checkpoint(out / "checkpoint.npz", model.vit, step=step, epoch=epoch + 1,
-                            seed=seed, pretrain="masked-patch-prediction",
-                            mpp_loss=rec["loss"])
-            atomic_write_npz(out / "mpp_head.npz", model.extra_state())
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-    return {"model": model, "history": history, "epochs": epochs_log}
+
+    def __init__(self, config, flip, mpp: MPPSettings):
+        self.P, self.S, self.N = config.patch_size, config.S, config.num_patches
+        self.flip, self.mpp = flip, mpp
+
+    def __call__(self, x, y, rng):
+        from minivit.data.augment import normalize
+        if self.flip:
+            f = rng.random(len(x)) < 0.5
+            x = x.copy()
+            x[f] = x[f, :, ::-1]
+        targets = mean_color_targets(x, self.P, self.S)
+        m = self.mpp
+        plan = corruption_plan(len(x), self.N, rng, m.mask_ratio, m.p_mask, m.p_random)
+        return normalize(x), (targets, plan)
+
+
+class MaskedPatchPrediction(Objective):
+    """Masked patch prediction as an objective of :func:`minivit.train.train`.
+
+    settings: :class:`~minivit.settings.MPPSettings` (default: the paper's 50%, 80/10/10).
+    Training labels are not used. Evaluation: the masked-patch loss and the accuracy of
+    the predicted mean colour on the test images, with fixed corruption plans.
+    """
+
+    name = "masked-patch-prediction"
+    uses_labels = False
+    train_accuracy = False
+
+    def __init__(self, settings: MPPSettings | None = None, given: dict | None = None):
+        self.settings = settings or MPPSettings()
+        self._given = given
+
+    def given_settings(self):
+        return self.settings.to_dict() if self._given is None else dict(self._given)
+
+    def build_model(self, config, s):
+        m = self.settings
+        return MPPModel(config, seed=s.seed, dtype=s.dtype, backend=s.backend,
+                        mask_ratio=m.mask_ratio, p_mask=m.p_mask, p_random=m.p_random)
+
+    def backbone(self, model):
+        return model.vit
+
+    def transform(self, config, s):
+        return MPPBatches(config, s.flip, self.settings)
+
+    def check_data(self, config, data):
+        if data["x_train"].shape[-1] != 3:
+            raise ConfigError("masked patch prediction needs RGB images")
+
+    def step(self, model, xb, yb, s):
+        targets, plan = yb
+        loss, _ = model.loss_and_grads(xb, targets, plan)
+        return loss, None, int(plan.corrupted.sum())
+
+    def evaluate(self, model, x, y, s):
+        from minivit.data.augment import normalize
+        c, m, be = model.config, self.settings, model.be
+        loss_sum, correct, count = 0.0, 0, 0
+        for i, start in enumerate(range(0, len(x), s.eval_batch_size)):
+            xb = x[start:start + s.eval_batch_size]
+            rng = np.random.default_rng([s.seed, _EVAL_TAG, i])
+            plan = corruption_plan(len(xb), c.num_patches, rng, m.mask_ratio, m.p_mask,
+                                   m.p_random)
+            targets = mean_color_targets(xb, c.patch_size, c.S)
+            logits, _ = model.forward(normalize(xb), plan)
+            loss, _ = be.masked_patch_loss(logits, targets, plan.corrupted)
+            pred = np.argmax(np.asarray(be.to_host(logits)), axis=-1)
+            k = int(plan.corrupted.sum())
+            loss_sum += float(loss) * k
+            correct += int((pred == targets)[plan.corrupted].sum())
+            count += k
+        model.vit.clear_cache()
+        return {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1)}
+
+    def extra_state(self, model):
+        return model.extra_state()
+
+    def load_extra_state(self, model, arrays):
+        model.load_extra(arrays)
+
+    def checkpoint_meta(self):
+        return {"pretrain": self.name}
+
+    def describe(self):
+        m = self.settings
+        return (f"masked patch prediction ({m.mask_ratio:.0%} of the patches corrupted; "
+                f"labels unused)")
+
+
+# ---------------------------------------------------------------------- Python API
+def pretrain(config=None, images=None, *, out=None, mpp: MPPSettings | None = None,
+             settings: TrainSettings | None = None, resume=False, overwrite=False,
+             data=None, log=print, progress=False, **overrides) -> dict:
+    """Masked-patch-prediction pre-training (paper §4.6, B.1.2) with the shared loop.
+
+    config: ViTConfig or preset (3 channels). images: (M, H, W, 3) uint8 unlabeled
+    training images (or ``data``: a dict like ``load_cifar10``'s, whose test split is
+    used for evaluation; neither: CIFAR-10 via ``limit_train`` … overrides). out: the run
+    directory (checkpoint.npz with the head and [mask] token inside, metrics.jsonl).
+    settings / overrides: TrainSettings fields, on top of :data:`RECIPE` (AdamW, 5%
+    warm-up, cosine to 0, clip 1, flips). Returns what :func:`minivit.train.train`
+    returns; ``result["model"]`` is the :class:`MPPModel`.
+    """
+    from minivit.train import recipe_settings, train
+    if images is not None:
+        x = np.asarray(images)
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+            raise ConfigError(f"pretrain needs uint8 RGB images (M, H, W, 3), got "
+                              f"{x.dtype} {x.shape}")
+        data = {"x_train": x, "y_train": np.zeros(len(x), np.int64),
+                "x_test": x[:0], "y_test": np.zeros(0, np.int64), "source": "user"}
+    names = set(TrainSettings.__dataclass_fields__)
+    typed = {k: overrides.pop(k) for k in list(overrides) if k in names}
+    if resume:                              # only what was chosen: checked against the run
+        overrides.update(typed)
+    else:
+        settings = recipe_settings(settings, typed, RECIPE)
+    return train(config, data=data, out_dir=out, resume=resume, overwrite=overwrite,
+                 objective=MaskedPatchPrediction(mpp), log=log, progress=progress,
+                 settings=settings, **overrides)
 
 
 def load_pretrained(directory, backend="numpy", dtype=None) -> MPPModel:
-    """Rebuild an :class:`MPPModel` from ``checkpoint.npz`` + ``mpp_head.npz`` written by
-    :func:`pretrain`."""
-    from minivit.checkpoint import load_model, read_npz
-    d = Path(directory)
-    vit, _ = load_model(d / "checkpoint.npz", backend=backend, dtype=dtype)
-    m = MPPModel(vit.config, vit=vit)
-    m.load_extra(read_npz(d / "mpp_head.npz"))
+    """Rebuild an :class:`MPPModel` from the ``checkpoint.npz`` of a pre-training run."""
+    from pathlib import Path
+
+    from minivit.checkpoint import load_checkpoint
+    from minivit.model import ViT
+    path = Path(directory) / "checkpoint.npz"
+    ck = load_checkpoint(path)
+    if not all(k in ck["extra"] for k in EXTRA_PARAMS):
+        raise ConfigError(f"{path} is not a masked-patch-prediction checkpoint (it holds no "
+                          f"MPP head and [mask] token)")
+    vit = ViT(ck["config"], dtype=dtype or ck["meta"].get("dtype", "float32"),
+              backend=backend, params=ck["params"])
+    mpp = MPPSettings.from_dict(ck["meta"].get("objective_settings", {}))
+    m = MPPModel(vit.config, vit=vit, mask_ratio=mpp.mask_ratio, p_mask=mpp.p_mask,
+                 p_random=mpp.p_random)
+    m.load_extra(ck["extra"])
     return m
 
 
 # ---------------------------------------------------------------------- CLI
 def configure_parser(p):
-    """``minivit pretrain --preset cifar10-tiny --epochs E --out DIR [--data-dir] [--limit N]``."""
-    p.add_argument("--preset", default="cifar10-tiny")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--data-dir", default=None, help="CIFAR-10 location (training images, "
-                   "labels unused)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("--synthetic", action="store_true",
-                   help="pre-train on synthetic images instead of CIFAR-10")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup-steps", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="numpy", choices=("numpy", "numba"))
+    """``minivit pretrain --preset cifar10-tiny --epochs E --out DIR`` and every training
+    flag that applies, with the pre-training recipe's defaults."""
+    from minivit.flags import add_flags
+    from minivit.train import add_run_flags
+    add_run_flags(p, defaults=dict(RECIPE, warmup_epochs="5% of the run"), exclude=NOT_USED)
+    add_flags(p, MPPSettings, title="masked patch prediction")
 
 
 def cli_run(args) -> int:
-    config = ViTConfig.preset(args.preset)
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    if args.synthetic:
-        x = synthetic_images(args.limit or 1024, config.image_size, args.seed)
-        print(f"pre-training on {len(x)} synthetic images")
+    from minivit.flags import given
+    from minivit.train import cli_main, recipe_settings, run_args, train
+    kw = run_args(args)
+    names = set(TrainSettings.__dataclass_fields__)
+    settings = {k: kw.pop(k) for k in list(kw) if k in names}
+    if not args.resume:
+        kw["settings"] = recipe_settings(None, settings, RECIPE)
     else:
-        from minivit.data import load_cifar10
-        d = load_cifar10(args.data_dir, limit_train=args.limit, limit_test=0,
-                         expected_counts=None if args.limit else (50000, 10000))
-        x = d["x_train"]
-        if config.image_size != x.shape[1]:
-            from minivit.finetune import resize_images
-            x = resize_images(x, config.image_size)
-        print(f"pre-training on {len(x)} CIFAR-10 training images (labels unused)")
-    pretrain(config, x, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-             weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-             seed=args.seed, backend=args.backend, out=args.out)
-    print(f"wrote {Path(args.out) / 'checkpoint.npz'} and {Path(args.out) / 'mpp_head.npz'}")
-    return 0
+        kw.update(settings)                 # only what was typed: checked against the run
+    mpp = given(args, MPPSettings)
+    obj = MaskedPatchPrediction(MPPSettings(**mpp), given=mpp)
+    return cli_main(train, args, objective=obj, **kw)

@@ -1,18 +1,38 @@
-"""The training loop: schedule, evaluation, metrics log, atomic checkpoints, exact resume.
+"""The training loop — one for every objective: schedule, evaluation, metrics log, atomic
+checkpoints, exact resume, signals, progress.
 
     minivit train --preset cifar10-tiny --epochs 30 --backend numba --out runs/tiny
 
-Each epoch: a tqdm bar (loss, accuracy, lr, images/s), evaluation on the test split, one
-line appended to ``metrics.jsonl``, and ``checkpoint.npz`` rewritten atomically (params,
-optimizer state, step, the data position, the training settings, the history). Data order
-and augmentation are functions of (seed, epoch, batch index) only, so ``--resume`` replays
-exactly the batches an uninterrupted run would have seen: the final parameters are
-bit-identical. SIGINT/SIGTERM finish the current step, write a checkpoint at that batch
-and exit; a non-finite loss stops the run and keeps the last good checkpoint.
+What is optimised is an objective object (:mod:`minivit.objectives`): classification
+(``minivit train``, and ``minivit finetune`` from adapted weights) or masked patch
+prediction (``minivit pretrain``). Each epoch: a tqdm bar (loss, accuracy, lr, images/s),
+evaluation on the test split, one line appended to ``metrics.jsonl``, and
+``checkpoint.npz`` rewritten atomically (params, optimizer state, step, the data
+position, every run-defining setting, the history).
+
+Resume continues exactly the run that was started: data order and augmentation are
+functions of (seed, epoch, batch index) only, and every setting that defines the run —
+model, training settings, which data and how much of it, the objective's settings — comes
+from the checkpoint; a setting given again must agree, or the resume is refused naming
+the difference. Only ``backend`` and ``eval_batch_size`` (how, not what) may change.
+The final parameters of a resumed run are bit-identical to an uninterrupted one.
+
+Extending a run: ``--resume --epochs E`` with E larger than the run's epochs makes it an
+E-epoch run. The steps already taken keep the learning rates they had; from the next
+step on the rate follows the E-epoch schedule (same warm-up, decay spread over E
+epochs), so after a finished run it rises again from ``min_lr`` to where an E-epoch run
+would be. The result is not the same as an E-epoch run from scratch; metrics.jsonl shows
+where the extension began ("extended_from" in the checkpoint). A shorter E is refused.
+
+A directory that already holds a run is never overwritten silently: a fresh run there
+needs ``--overwrite``. SIGINT/SIGTERM finish the current step, write a checkpoint at that
+batch and stop (the CLI exits 128 + signal; ``train()`` raises
+:class:`~minivit.errors.TrainingInterrupted`, a KeyboardInterrupt). A non-finite loss
+stops the run and keeps the last good checkpoint.
 """
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import json
 import math
 import os
@@ -20,104 +40,16 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .config import ViTConfig
-from .errors import CheckpointError, ConfigError, TrainingError
+from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
+from .objectives import Classification, Objective
+from .settings import DataSettings, TrainSettings
 
-
-@dataclass
-class TrainSettings:
-    """Every knob of a training run (saved in the checkpoint; resume uses the saved ones).
-
-    lr is the peak learning rate after ``warmup_epochs`` of linear warm-up; ``schedule``
-    then decays it to ``min_lr`` ("cosine", "linear" or "constant"). weight_decay applies
-    to dense kernels only (see :func:`minivit.optim.decays`). clip_norm: global gradient
-    norm clipping (paper: 1.0; 0 disables).
-    """
-
-    epochs: int = 30
-    batch_size: int = 128
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    beta1: float = 0.9
-    beta2: float = 0.999
-    warmup_epochs: float | None = None
-    schedule: str = "cosine"
-    clip_norm: float = 1.0
-    label_smoothing: float = 0.1
-    crop_padding: int = 4
-    flip: bool = True
-    rand_augment: tuple | None = None
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    mix_prob: float = 1.0
-    backend: str = "numba"
-    dtype: str = "float32"
-    seed: int = 0
-    eval_batch_size: int = 500
-    eval_every: int = 1
-
-    def validate(self):
-        """Raise ConfigError naming any setting out of range."""
-        def need(cond, msg):
-            if not cond:
-                raise ConfigError(msg)
-        need(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1,
-             f"batch size must be >= 1, got {self.batch_size}")
-        need(self.optimizer in ("adamw", "sgd"), f"optimizer must be adamw or sgd, got {self.optimizer!r}")
-        need(math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr,
-             f"min_lr must lie in [0, lr={self.lr}], got {self.min_lr}")
-        need(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
-        need(0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}")
-        need(self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
-             f"warmup epochs must lie in [0, epochs={self.epochs}], got {self.warmup_epochs}")
-        need(self.schedule in ("cosine", "linear", "constant"),
-             f"schedule must be cosine, linear or constant, got {self.schedule!r}")
-        need(self.clip_norm >= 0, f"clip norm must be >= 0, got {self.clip_norm}")
-        need(0 <= self.label_smoothing < 1, f"label smoothing must lie in [0, 1), got {self.label_smoothing}")
-        need(self.crop_padding >= 0, f"crop padding must be >= 0, got {self.crop_padding}")
-        need(self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0")
-        need(self.backend in ("numpy", "numba", "cuda"),
-             f"unknown backend {self.backend!r}; choose numpy, numba or cuda")
-        need(self.dtype in ("float32", "float64"), f"dtype must be float32 or float64, got {self.dtype!r}")
-        need(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an int >= 0, got {self.seed}")
-        need(self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}")
-        need(isinstance(self.eval_every, int) and self.eval_every >= 1,
-             f"eval_every must be an int >= 1, got {self.eval_every}")
-
-    @property
-    def warmup(self) -> float:
-        """Warm-up epochs actually used: ``warmup_epochs``, or by default 2 epochs (at
-        most a fifth of the run, so a 1-epoch run still decays)."""
-        if self.warmup_epochs is not None:
-            return self.warmup_epochs
-        return min(2.0, 0.2 * self.epochs)
-
-    def to_dict(self):
-        d = dataclasses.asdict(self)
-        if d["rand_augment"] is not None:
-            d["rand_augment"] = list(d["rand_augment"])
-        return d
-
-    @classmethod
-    def from_dict(cls, d):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
-        d = dict(d)
-        if d.get("rand_augment") is not None:
-            d["rand_augment"] = tuple(d["rand_augment"])
-        return cls(**d)
+__all__ = ["train", "TrainSettings", "DataSettings", "load_data"]
 
 
 class _StopFlag:
@@ -163,186 +95,405 @@ def _append_jsonl(path: Path, row):
         os.fsync(f.fileno())
 
 
-def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
-          init_params=None, progress=True, limit_train=None, limit_test=None,
-          settings: TrainSettings | None = None, log=print, stop_after_epochs=None,
-          **overrides) -> dict:
-    """Train a ViT. Returns a dict: model, history (per-epoch metrics), final test
-    accuracy, checkpoint path, interrupted (signal number or None).
+# ---------------------------------------------------------------------- data
+def load_data(config: ViTConfig, ds: DataSettings, data_dir=None, seed=0, log=print) -> dict:
+    """The images a run defined by ``ds`` trains on, at the model's resolution.
 
-    model_config: ViTConfig or preset name. data: dict like ``load_cifar10`` returns
-    (x_train (n, H, W, C) uint8, y_train (n,), x_test, y_test, classes); default: CIFAR-10
-    from ``data_dir``. out_dir: where checkpoint.npz, metrics.jsonl and curves.png go
-    (None: nothing is written and resume is impossible). resume: continue from
-    out_dir/checkpoint.npz with its saved settings. init_params: host dict of starting
-    weights (fine-tuning). settings / overrides: :class:`TrainSettings` fields.
-    stop_after_epochs: end this call after that many epochs (the schedule still spans
-    ``settings.epochs``; ``resume=True`` continues), for time-boxed sessions.
+    Returns a dict like ``load_cifar10``'s (x_train (n, H, W, C) uint8, y_train (n,),
+    x_test, y_test, classes) plus "source": "cifar10" or "synthetic". Images whose size
+    differs from ``config.image_size`` are resized bilinearly (fine-tuning at a higher
+    resolution, paper §3.2), which is said in the log.
     """
-    from .checkpoint import load_checkpoint, require_training_state, save_checkpoint
-    from .data.augment import Augmenter
-    from .data.batches import BatchLoader
-    from .evaluate import evaluate
-    from .model import ViT
-    from .optim import SGD, AdamW, LRSchedule, clip_grad_norm
+    if ds.synthetic:
+        from .data.synthetic import make_synthetic
+        data = make_synthetic(n_train=ds.limit_train or 1024, n_test=ds.limit_test or 256,
+                              image_size=config.image_size, num_classes=config.num_classes,
+                              seed=seed)
+        return dict(data, source="synthetic")
+    from .data import load_cifar10
+    data = dict(load_cifar10(data_dir, limit_train=ds.limit_train, limit_test=ds.limit_test),
+                source="cifar10")
+    return _fit_images(data, config, log)
 
+
+def _fit_images(data, config, log):
+    from .ops.resample import resize_images
+    size = data["x_train"].shape[1]
+    if size != config.image_size and data["x_train"].ndim == 4:
+        log(f"images resized bilinearly from {size}x{size} to the model's "
+            f"{config.image_size}x{config.image_size}")
+        data = dict(data, x_train=resize_images(data["x_train"], config.image_size),
+                    x_test=resize_images(data["x_test"], config.image_size))
+    return data
+
+
+def _data_fingerprint(data) -> dict:
+    """What identifies the images of a run (checked again on resume)."""
+    return {"n_train": int(len(data["x_train"])), "n_test": int(len(data["x_test"])),
+            "source": data.get("source", "user")}
+
+
+# ---------------------------------------------------------------------- run setup
+def _differences(given: dict, saved: dict, ignore=()) -> list[str]:
+    return [f"--{k.replace('_', '-')} (run: {saved.get(k)!r}, now: {v!r})"
+            for k, v in given.items() if k not in ignore and saved.get(k) != v]
+
+
+def _refuse_existing(ckpt_path: Path):
+    """A fresh run must not replace a run in the same directory without being asked."""
+    from .checkpoint import load_checkpoint
+    try:
+        meta = load_checkpoint(ckpt_path)["meta"]
+        total = (meta.get("settings") or {}).get("epochs")
+        what = (f"a finished {total}-epoch run" if meta.get("epoch") == total and
+                not meta.get("batch") else f"a run at epoch {meta.get('epoch')}"
+                + (f" of {total}" if total else ""))
+    except CheckpointError:
+        what = "a checkpoint.npz"
+    raise ConfigError(f"{ckpt_path.parent} already holds {what}; continue it with --resume "
+                      f"(resume=True), replace it with --overwrite (overwrite=True), or "
+                      f"choose another --out")
+
+
+class _Run:
+    """Everything that defines a run, settled before any data is read: the config, the
+    training/data/objective settings, and the checkpoint state when resuming."""
+
+    def __init__(self, config, s, ds, objective, out, resume, overwrite, given, log):
+        self.objective, self.out, self.log = objective, out, log
+        self.ckpt = out / "checkpoint.npz" if out else None
+        self.state, self.extended_from = None, []
+        if out is not None and out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file, not a directory")
+        if resume:
+            config, s, ds = self._from_checkpoint(config, s, ds, given)
+        elif self.ckpt is not None and self.ckpt.exists() and not overwrite:
+            _refuse_existing(self.ckpt)
+        if config is None:
+            config = ViTConfig.preset("cifar10-tiny")
+        self.config, self.s, self.ds = config, s.validate(), ds.validate()
+        if objective.settings is not None:
+            objective.settings.validate()
+
+    def _from_checkpoint(self, config, s, ds, given):
+        """The saved run, with the given settings checked against it (see module doc)."""
+        from .checkpoint import load_checkpoint, require_training_state
+        if self.ckpt is None or not self.ckpt.is_file():
+            raise CheckpointError(f"--resume: no checkpoint at {self.ckpt}")
+        state = load_checkpoint(self.ckpt)
+        require_training_state(state, self.ckpt)   # e.g. a bare model: a named error
+        meta = state["meta"]
+        kind = meta.get("objective", "classification")
+        if kind != self.objective.name:
+            raise ConfigError(f"--resume: {self.ckpt} is a {kind} run; this command trains "
+                              f"{self.objective.name}")
+        diff = []
+        if config is not None and config != state["config"]:
+            diff += _differences(config.to_dict(), state["config"].to_dict())
+        saved = TrainSettings.from_dict(meta["settings"])
+        diff += _differences(given.get("settings", {}), saved.to_dict(),
+                             ignore=("epochs",) + TrainSettings.HOW)
+        saved_ds = DataSettings.from_dict(meta.get("data_settings", {}))
+        diff += _differences(given.get("data", {}), saved_ds.to_dict())
+        obj = self.objective
+        if obj.settings is not None:
+            saved_obj = type(obj.settings).from_dict(meta.get("objective_settings", {}))
+            diff += _differences(given.get("objective", {}), saved_obj.to_dict())
+            obj.settings = saved_obj
+        if diff:
+            raise ConfigError(f"--resume: {self.ckpt} was started with other settings: "
+                              f"{'; '.join(diff)}. Resume continues the run as it was "
+                              f"started: leave these out, or start a new run with another "
+                              f"--out")
+        how = {k: v for k, v in given.get("settings", {}).items() if k in TrainSettings.HOW}
+        s = saved.replace(**how)
+        self.extended_from = list(meta.get("extended_from", []))
+        epochs = given.get("settings", {}).get("epochs", saved.epochs)
+        if epochs < saved.epochs:
+            raise ConfigError(f"--resume: --epochs {epochs} is shorter than the run's "
+                              f"{saved.epochs} epochs (a run can be extended, not shortened)")
+        if epochs > saved.epochs:
+            # the warm-up stays what it was; the decay is spread over the new length
+            s = s.replace(epochs=epochs, warmup_epochs=saved.warmup)
+            self.extended_from.append(saved.epochs)
+            self.log(f"resume: extending the run from {saved.epochs} to {epochs} epochs; from "
+                     f"the next step on the learning rate follows the {epochs}-epoch schedule")
+        self.state = state
+        return state["config"], s, saved_ds
+
+
+# ---------------------------------------------------------------------- the loop
+class _Trainer:
+    """One run of the loop. ``run()`` plays epochs until the end, a signal, or
+    ``stop_after_epochs``; each piece below is one stage of an epoch."""
+
+    def __init__(self, run: _Run, data, init_params, progress, stop_after_epochs):
+        from .data.batches import BatchLoader
+        from .optim import SGD, AdamW, LRSchedule
+        self.r, s, obj = run, run.s, run.objective
+        self.s, self.obj, self.log = s, obj, run.log
+        self.x_test, self.y_test = data["x_test"], np.asarray(data["y_test"])
+        self.model = obj.build_model(run.config, s)
+        if init_params is not None and run.state is None:
+            obj.backbone(self.model).load_params(init_params)
+        if s.optimizer == "adamw":
+            self.opt = AdamW(self.model, s.lr, (s.beta1, s.beta2), weight_decay=s.weight_decay)
+        else:
+            self.opt = SGD(self.model, s.lr, s.momentum, weight_decay=s.weight_decay)
+        self.loader = BatchLoader(data["x_train"], np.asarray(data["y_train"]), s.batch_size,
+                                  shuffle=True, seed=s.seed, transform=obj.transform(run.config, s),
+                                  drop_last=True, prefetch=2)
+        self.spe = len(self.loader)
+        self.sched = LRSchedule(s.lr, s.epochs * self.spe, int(round(s.warmup * self.spe)),
+                                s.schedule, s.min_lr)
+        self.tqdm = _tqdm(progress)
+        self.stop_after_epochs = stop_after_epochs
+        self.data_info = _data_fingerprint(data)
+        self.epoch, self.batch0, self.step, self.history, self.elapsed = 0, 0, 0, [], 0.0
+        self.running = _fresh_running()
+        if run.state is not None:
+            self._restore(run.state)
+        if run.out:
+            run.out.mkdir(parents=True, exist_ok=True)
+            if run.state is None:
+                (run.out / "curves.png").unlink(missing_ok=True)     # of a replaced run
+            _write_jsonl(run.out / "metrics.jsonl", self.history)
+
+    def _restore(self, state):
+        m = state["meta"]
+        saved = m.get("data", {})
+        for k, split in (("n_train", "training"), ("n_test", "test")):
+            if k in saved and saved[k] != self.data_info[k]:
+                raise ConfigError(f"--resume: the run was started on {saved[k]} {split} "
+                                  f"images, this data has {self.data_info[k]}")
+        self.obj.backbone(self.model).load_params(state["params"])
+        self.obj.load_extra_state(self.model, state.get("extra", {}))
+        self.opt.load_state_dict(state["optim"])
+        self.epoch, self.batch0, self.step = m["epoch"], m["batch"], m["step"]
+        self.history, self.elapsed = m["history"], m["elapsed"]
+        self.running = {**_fresh_running(), "images": m["running"]["seen"], **m["running"]}
+        self.log(f"resumed from {self.r.ckpt}: epoch {self.epoch + 1}, batch "
+                 f"{self.batch0}/{self.spe}, step {self.step}")
+
+    def header(self):
+        c, s, d = self.r.config, self.s, self.data_info
+        where = f"; output in {self.r.out}/" if self.r.out else ""
+        self.log(f"model: {c.num_params():,} parameters (D={c.dim}, depth {c.depth}, "
+                 f"{c.heads} heads, N={c.num_patches} patches of {c.patch_size}x"
+                 f"{c.patch_size}) on the {s.backend} backend")
+        self.log(f"{self.obj.describe()} on {d['n_train']:,} {d['source']} training images "
+                 f"({d['n_test']:,} test), {s.epochs} epoch{'s' * (s.epochs != 1)} of "
+                 f"{self.spe} steps{where}")
+
+    # ------------------------------------------------------------------ one run
+    def run(self) -> dict:
+        start_epoch, interrupted = self.epoch, None
+        with _StopFlag() as stop:
+            while self.epoch < self.s.epochs:
+                b = self._train_epoch(stop)
+                if stop.signum is not None and b < self.spe:
+                    interrupted = self._interrupt(stop.signum, b)
+                    break
+                self._end_epoch()
+                if stop.signum is not None:
+                    interrupted = self._interrupt(stop.signum, 0)
+                    break
+                if (self.stop_after_epochs is not None
+                        and self.epoch >= start_epoch + self.stop_after_epochs):
+                    break
+        out = self.r.out
+        if out and self.history and interrupted is None and self.epoch == self.s.epochs:
+            from .plots import plot_training_curves
+            plot_training_curves(self.history, out / "curves.png")
+        final = self.history[-1]["test_acc"] if self.history else None
+        result = {"model": self.model, "history": self.history, "test_acc": final,
+                  "checkpoint": self.r.ckpt, "interrupted": interrupted, "settings": self.s,
+                  "data_source": self.data_info["source"], "objective": self.obj.name}
+        if interrupted is not None:
+            where = (f"; checkpoint written to {self.r.ckpt}; continue with "
+                     f"train(..., resume=True) or --resume" if self.r.ckpt else "")
+            raise TrainingInterrupted(f"interrupted by signal {interrupted} at epoch "
+                                      f"{self.epoch + 1}{where}", signum=interrupted,
+                                      epoch=self.epoch, checkpoint=self.r.ckpt, result=result)
+        return result
+
+    def _train_epoch(self, stop) -> int:
+        """Steps from the saved batch to the end of the epoch (or a signal); returns the
+        index of the next batch."""
+        self.loader.set_epoch(self.epoch, self.batch0)
+        bar = self.tqdm(total=self.spe, initial=self.batch0, unit="batch", leave=True,
+                        desc=f"epoch {self.epoch + 1}/{self.s.epochs}", dynamic_ncols=True,
+                        file=sys.stderr)
+        t0, b = time.perf_counter(), self.batch0
+        try:
+            for xb, yb in self.loader:
+                lr = self._step(xb, yb, b)
+                b += 1
+                self._show(bar, lr, t0)
+                if stop.signum is not None:
+                    break
+        finally:
+            bar.close()
+        self.running["time"] += time.perf_counter() - t0
+        return b
+
+    def _step(self, xb, yb, b) -> float:
+        from .optim import clip_grad_norm
+        s, run = self.s, self.running
+        lr = self.sched(self.step)
+        loss, correct, n = self.obj.step(self.model, xb, yb, s)
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss} at epoch {self.epoch + 1}, batch {b + 1} (step "
+                f"{self.step}, lr {lr:.3g}); stopping. The last good checkpoint is kept"
+                + (f" at {self.r.ckpt}" if self.r.ckpt else "")
+                + "; try a lower --lr or a longer --warmup-epochs")
+        if s.clip_norm:
+            clip_grad_norm(self.model.be, self.model.grads, s.clip_norm)
+        self.opt.step(lr)
+        self.step += 1
+        run["loss_sum"] += loss * n
+        run["correct"] += correct or 0
+        run["seen"] += n
+        run["images"] += len(xb)
+        return lr
+
+    def _show(self, bar, lr, t0):
+        run = self.running
+        dt = run["time"] + time.perf_counter() - t0
+        post = {"loss": f"{run['loss_sum'] / run['seen']:.3f}"}
+        if run["correct"]:
+            post["acc"] = f"{run['correct'] / run['seen']:.3f}"
+        bar.set_postfix(**post, lr=f"{lr:.2e}", img_s=f"{run['images'] / max(dt, 1e-9):.0f}")
+        bar.update(1)
+
+    def _end_epoch(self):
+        """Evaluate (every ``eval_every`` epochs and after the last), log, checkpoint."""
+        s, run = self.s, self.running
+        t_eval = time.perf_counter()
+        if (self.epoch + 1) % s.eval_every == 0 or self.epoch + 1 == s.epochs:
+            ev = self.obj.evaluate(self.model, self.x_test, self.y_test, s) \
+                if len(self.y_test) else {"loss": None, "acc": None}
+        else:
+            ev = {"loss": None, "acc": None}
+        eval_time = time.perf_counter() - t_eval
+        self.elapsed += run["time"] + eval_time
+        row = {"epoch": self.epoch + 1, "step": self.step, "lr": self.sched(self.step - 1),
+               "train_loss": run["loss_sum"] / max(run["seen"], 1),
+               "train_acc": (run["correct"] / max(run["seen"], 1)
+                             if self.obj.train_accuracy else None),
+               "test_loss": ev["loss"], "test_acc": ev["acc"],
+               "epoch_time_s": run["time"], "eval_time_s": eval_time,
+               "images_per_s": run["images"] / max(run["time"], 1e-9),
+               "elapsed_s": self.elapsed}
+        self.history.append(row)
+        self.log(f"epoch {self.epoch + 1}/{s.epochs}: train loss {row['train_loss']:.4f} "
+                 + (f"acc {100 * row['train_acc']:.2f}% " if row["train_acc"] is not None
+                    else "") + "| "
+                 + (f"test loss {ev['loss']:.4f} acc {100 * ev['acc']:.2f}% | "
+                    if ev["acc"] is not None else "")
+                 + f"{row['images_per_s']:.0f} img/s | {self.elapsed / 60:.1f} min")
+        self.epoch, self.batch0, self.running = self.epoch + 1, 0, _fresh_running()
+        self._save(self.epoch, 0)
+        if self.r.out:
+            _append_jsonl(self.r.out / "metrics.jsonl", row)
+
+    def _interrupt(self, signum, b) -> int:
+        if b:
+            self._save(self.epoch, b)
+        at = f"at epoch {self.epoch + 1}, batch {b}/{self.spe}" if b else \
+            f"after epoch {self.epoch}"
+        self.log(f"interrupted by signal {signum} {at}; checkpoint written"
+                 + (f" to {self.r.ckpt}; continue with --resume" if self.r.ckpt else ""))
+        return signum
+
+    def _save(self, epoch, batch):
+        if self.r.ckpt is None:
+            return
+        from .checkpoint import save_checkpoint
+        obj, s = self.obj, self.s
+        meta = dict(epoch=epoch, batch=batch, step=self.step, settings=s.to_dict(),
+                    history=self.history, elapsed=self.elapsed, running=self.running,
+                    seed=s.seed, objective=obj.name, data_settings=self.r.ds.to_dict(),
+                    data=self.data_info, extended_from=self.r.extended_from)
+        if obj.settings is not None:
+            meta["objective_settings"] = obj.settings.to_dict()
+        save_checkpoint(self.r.ckpt, obj.backbone(self.model), self.opt,
+                        extra=obj.extra_state(self.model), **meta, **obj.checkpoint_meta())
+
+
+def _fresh_running():
+    return {"loss_sum": 0.0, "correct": 0, "seen": 0, "images": 0, "time": 0.0}
+
+
+def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=False,
+          overwrite=False, init_params=None, progress=True, limit_train=None,
+          limit_test=None, synthetic=False, settings: TrainSettings | None = None,
+          objective: Objective | None = None, log=print, stop_after_epochs=None,
+          **overrides) -> dict:
+    """Train a ViT with ``objective`` (default: classification). Returns a dict: model,
+    history (per-epoch metrics), test_acc (last epoch), checkpoint path, settings,
+    data_source ("cifar10", "synthetic" or "user"), interrupted (None).
+
+    model_config: ViTConfig or preset name (None: cifar10-tiny, or the checkpoint's when
+    resuming). data: dict like ``load_cifar10`` returns (x_train (n, H, W, C) uint8,
+    y_train (n,), x_test, y_test, classes); default: CIFAR-10 from ``data_dir`` (first
+    ``limit_train`` / ``limit_test`` images), or a synthetic set when ``synthetic``.
+    out_dir: where checkpoint.npz, metrics.jsonl and curves.png go (None: nothing is
+    written and resume is impossible); a directory holding a run is refused unless
+    ``resume`` (continue it, see the module doc) or ``overwrite``. init_params: host dict
+    of starting weights (fine-tuning). settings / overrides: :class:`TrainSettings`
+    fields. stop_after_epochs: end this call after that many epochs (the schedule still
+    spans ``settings.epochs``; ``resume=True`` continues), for time-boxed sessions.
+
+    Raises :class:`~minivit.errors.TrainingInterrupted` (a KeyboardInterrupt) on SIGINT /
+    SIGTERM, after writing a checkpoint at that batch: ``resume=True`` continues.
+    """
+    objective = objective or Classification()
     config = ViTConfig.preset(model_config) if isinstance(model_config, str) else model_config
-    s = settings or TrainSettings()
-    if overrides:
-        s = dataclasses.replace(s, **overrides)
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt_path = out / "checkpoint.npz" if out else None
-
-    state = None
-    if resume:
-        if ckpt_path is None or not ckpt_path.is_file():
-            raise CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
-        state = load_checkpoint(ckpt_path)
-        require_training_state(state, ckpt_path)    # e.g. a pretrain checkpoint: named error
-        if state["config"] != config:
-            diff = [k for k, v in config.to_dict().items() if state["config"].to_dict()[k] != v]
-            log(f"resume: using the checkpoint's model config (differs in: {', '.join(diff)})")
-            config = state["config"]
-        saved = TrainSettings.from_dict(state["meta"]["settings"])
-        changed = [k for k, v in s.to_dict().items() if saved.to_dict()[k] != v]
-        if changed and settings is not None or overrides:
-            changed = [k for k in changed if k in overrides or settings is not None]
-            if changed:
-                log(f"resume: keeping the checkpoint's settings for {', '.join(changed)}")
-        s = saved
-    s.validate()
+    given_s = dict(settings.to_dict() if settings is not None else {}, **overrides)
+    if isinstance(given_s.get("rand_augment"), list):
+        given_s["rand_augment"] = tuple(given_s["rand_augment"])
+    given_d = {k: v for k, v in (("limit_train", limit_train), ("limit_test", limit_test),
+                                 ("synthetic", synthetic)) if v not in (None, False)}
+    s = TrainSettings(**given_s)
+    ds = DataSettings(**given_d)
+    given = {"settings": given_s, "data": given_d, "objective": objective.given_settings()}
+    run = _Run(config, s, ds, objective, Path(out_dir) if out_dir is not None else None,
+               resume, overwrite, given, log)
     if data is None:
-        from .data import load_cifar10
-        data = load_cifar10(data_dir, limit_train=limit_train, limit_test=limit_test)
-    x_train, y_train = data["x_train"], np.asarray(data["y_train"])
-    x_test, y_test = data["x_test"], np.asarray(data["y_test"])
+        data = load_data(run.config, run.ds, data_dir, seed=run.s.seed, log=log)
+    else:
+        data = _fit_images(dict(data), run.config, log)
+    _check_data(run, data)
+    trainer = _Trainer(run, data, init_params, progress, stop_after_epochs)
+    trainer.header()
+    return trainer.run()
+
+
+def recipe_settings(settings, overrides, recipe, warmup=0.05) -> TrainSettings:
+    """TrainSettings of a subcommand's recipe (a dict of TrainSettings fields): the recipe,
+    replaced by ``settings``' fields when a TrainSettings is given, then ``overrides``.
+    An unset warm-up becomes ``warmup`` of the run (the paper's pre-training: 5%)."""
+    given = dict(settings.to_dict() if settings is not None else {}, **overrides)
+    s = TrainSettings(**dict(recipe, **given))
+    if s.warmup_epochs is None and isinstance(s.epochs, (int, float)):
+        s = s.replace(warmup_epochs=warmup * s.epochs)
+    if isinstance(s.rand_augment, list):
+        s = s.replace(rand_augment=tuple(s.rand_augment))
+    return s
+
+
+def _check_data(run, data):
+    config, s = run.config, run.s
+    x_train = data["x_train"]
     if x_train.shape[1:] != (config.image_size, config.image_size, config.channels):
         raise ConfigError(f"training images are {x_train.shape[1:]}, the model expects "
                           f"({config.image_size}, {config.image_size}, {config.channels})")
     if len(x_train) < s.batch_size:
-        raise ConfigError(f"batch size {s.batch_size} is larger than the training set ({len(x_train)})")
-
-    model = ViT(config, seed=s.seed, dtype=s.dtype, backend=s.backend)
-    if init_params is not None:
-        model.load_params(init_params)
-    if s.optimizer == "adamw":
-        opt = AdamW(model, s.lr, (s.beta1, s.beta2), weight_decay=s.weight_decay)
-    else:
-        opt = SGD(model, s.lr, s.momentum, weight_decay=s.weight_decay)
-    aug = Augmenter(crop_padding=s.crop_padding, flip=s.flip, rand_augment=s.rand_augment,
-                    mixup_alpha=s.mixup, cutmix_alpha=s.cutmix, mix_prob=s.mix_prob,
-                    num_classes=config.num_classes)
-    loader = BatchLoader(x_train, y_train, s.batch_size, shuffle=True, seed=s.seed,
-                         transform=aug, drop_last=True, prefetch=2)
-    spe = len(loader)
-    sched = LRSchedule(s.lr, s.epochs * spe, int(round(s.warmup * spe)), s.schedule, s.min_lr)
-
-    epoch, batch0, step, history, elapsed = 0, 0, 0, [], 0.0
-    run = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-    if state is not None:
-        model.load_params(state["params"])
-        opt.load_state_dict(state["optim"])
-        m = state["meta"]
-        epoch, batch0, step = m["epoch"], m["batch"], m["step"]
-        history, elapsed, run = m["history"], m["elapsed"], m["running"]
-        log(f"resumed from {ckpt_path}: epoch {epoch + 1}, batch {batch0}/{spe}, step {step}")
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_jsonl(out / "metrics.jsonl", history)
-
-    def save(epoch_, batch_, running_):
-        if ckpt_path is None:
-            return
-        save_checkpoint(ckpt_path, model, opt, epoch=epoch_, batch=batch_, step=step,
-                        settings=s.to_dict(), history=history, elapsed=elapsed,
-                        running=running_, seed=s.seed)
-
-    interrupted = None
-    start_epoch = epoch
-    tqdm = _tqdm(progress)
-    with _StopFlag() as stop:
-        while epoch < s.epochs:
-            loader.set_epoch(epoch, batch0)
-            bar = tqdm(total=spe, initial=batch0, desc=f"epoch {epoch + 1}/{s.epochs}",
-                       unit="batch", leave=True, dynamic_ncols=True, file=sys.stderr)
-            t_epoch = time.perf_counter()
-            b = batch0
-            for xb, yb in loader:
-                lr = sched(step)
-                loss, logits = model.loss_and_grads(xb, yb, s.label_smoothing)
-                if not math.isfinite(loss):
-                    bar.close()
-                    raise TrainingError(
-                        f"loss became {loss} at epoch {epoch + 1}, batch {b + 1} (step {step}, "
-                        f"lr {lr:.3g}); stopping. The last good checkpoint is kept"
-                        + (f" at {ckpt_path}" if ckpt_path else "") +
-                        "; try a lower --lr or a longer --warmup-epochs")
-                if s.clip_norm:
-                    clip_grad_norm(model.be, model.grads, s.clip_norm)
-                opt.step(lr)
-                step += 1
-                b += 1
-                hard = yb if yb.ndim == 1 else np.argmax(yb, axis=1)
-                run["loss_sum"] += loss * len(yb)
-                run["correct"] += int((np.argmax(logits, axis=1) == hard).sum())
-                run["seen"] += len(yb)
-                dt = run["time"] + time.perf_counter() - t_epoch
-                bar.set_postfix(loss=f"{run['loss_sum'] / run['seen']:.3f}",
-                                acc=f"{run['correct'] / run['seen']:.3f}", lr=f"{lr:.2e}",
-                                img_s=f"{run['seen'] / max(dt, 1e-9):.0f}")
-                bar.update(1)
-                if stop.signum is not None:
-                    break
-            bar.close()
-            run["time"] += time.perf_counter() - t_epoch
-            if stop.signum is not None and b < spe:
-                save(epoch, b, run)
-                interrupted = stop.signum
-                log(f"interrupted by signal {stop.signum} at epoch {epoch + 1}, batch {b}/{spe}; "
-                    f"checkpoint written" + (f" to {ckpt_path}; continue with --resume"
-                                             if ckpt_path else ""))
-                break
-            # end of epoch: evaluate, log, checkpoint
-            # Evaluating costs a forward pass over the test set; a time-boxed run may skip
-            # it on some epochs (the last epoch is always evaluated).
-            t_eval = time.perf_counter()
-            if (epoch + 1) % s.eval_every == 0 or epoch + 1 == s.epochs:
-                ev = evaluate(model, x_test, y_test, s.eval_batch_size)
-            else:
-                ev = {"loss": None, "acc": None}
-            eval_time = time.perf_counter() - t_eval
-            elapsed += run["time"] + eval_time
-            row = {"epoch": epoch + 1, "step": step, "lr": sched(step - 1),
-                   "train_loss": run["loss_sum"] / max(run["seen"], 1),
-                   "train_acc": run["correct"] / max(run["seen"], 1),
-                   "test_loss": ev["loss"], "test_acc": ev["acc"],
-                   "epoch_time_s": run["time"], "eval_time_s": eval_time,
-                   "images_per_s": run["seen"] / max(run["time"], 1e-9),
-                   "elapsed_s": elapsed}
-            history.append(row)
-            log(f"epoch {epoch + 1}/{s.epochs}: train loss {row['train_loss']:.4f} "
-                f"acc {100 * row['train_acc']:.2f}% | "
-                + (f"test loss {ev['loss']:.4f} acc {100 * ev['acc']:.2f}% | "
-                   if ev["acc"] is not None else "")
-                + f"{row['images_per_s']:.0f} img/s | {elapsed / 60:.1f} min")
-            epoch, batch0 = epoch + 1, 0
-            run = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-            save(epoch, 0, run)
-            if out:
-                _append_jsonl(out / "metrics.jsonl", row)
-            if stop.signum is not None:
-                interrupted = stop.signum
-                log(f"interrupted by signal {stop.signum} after epoch {epoch}; checkpoint written"
-                    + (f" to {ckpt_path}; continue with --resume" if ckpt_path else ""))
-                break
-            if stop_after_epochs is not None and epoch >= start_epoch + stop_after_epochs:
-                break
-    if out and history and interrupted is None and epoch == s.epochs:
-        from .plots import plot_training_curves
-        plot_training_curves(history, out / "curves.png")
-    final = history[-1]["test_acc"] if history else None   # the last epoch is always evaluated
-    return {"model": model, "history": history, "test_acc": final,
-            "checkpoint": ckpt_path, "interrupted": interrupted, "settings": s}
+        raise ConfigError(f"batch size {s.batch_size} is larger than the training set "
+                          f"({len(x_train)})")
+    run.objective.check_data(config, data)
 
 
 def _tqdm(enabled):
@@ -365,97 +516,84 @@ def _tqdm(enabled):
     return _Quiet
 
 
-# ---------------------------------------------------------------------- CLI
-_MODEL_FLAGS = ("image_size", "patch_size", "stride", "dim", "depth", "heads", "mlp_dim",
-                "num_classes", "head_type", "gelu", "pos_embed")
+# ---------------------------------------------------------------------- CLI (shared)
+def add_run_flags(p, defaults=None, exclude=(), help=None, model=True):
+    """The flags of a training run, derived from the dataclasses: ``--preset`` and the
+    ViTConfig fields (model=True), the TrainSettings fields (``defaults``: this
+    subcommand's recipe), the DataSettings fields, and data/output/resume flags.
+    Shared by train, pretrain and finetune, so each flag reads the same in all three."""
+    from .config import PRESETS
+    from .flags import add_flags
+    if model:
+        p.add_argument("--preset", default=argparse.SUPPRESS,
+                       help=f"one of: {', '.join(PRESETS)} (default: cifar10-tiny; on "
+                            f"--resume: the run's)")
+        add_flags(p, ViTConfig, defaults=ViTConfig.preset("cifar10-tiny"),
+                  title="model (override the preset)")
+    add_flags(p, TrainSettings, defaults=defaults, exclude=exclude, help=help,
+              title="training")
+    add_flags(p, DataSettings, title="data")
+    io = p.add_argument_group("data location, output, resume")
+    io.add_argument("--limit", type=int, default=argparse.SUPPRESS, metavar="N",
+                    help="shorthand for --limit-train N --limit-test N (default: none)")
+    io.add_argument("--data-dir", default=None,
+                    help="CIFAR-10 directory or archive (default: $MINIVIT_DATA_DIR, else "
+                         "the user cache; downloaded on first use)")
+    io.add_argument("--out", default="runs/latest", help="output directory (default: %(default)s)")
+    io.add_argument("--resume", action="store_true",
+                    help="continue the run in OUT/checkpoint.npz with its own settings; a "
+                         "larger --epochs extends it (default: off)")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace a run already in OUT (default: off: refused)")
+    io.add_argument("--no-progress", action="store_true",
+                    help="no progress bars (default: off)")
+
+
+def run_args(args, model=True) -> dict:
+    """The keyword arguments of :func:`train` for what the user typed (``args`` from a
+    parser made by :func:`add_run_flags`): only given settings, so resume can tell them
+    from defaults."""
+    from .flags import given
+    kw = dict(given(args, TrainSettings))
+    data = given(args, DataSettings)
+    if hasattr(args, "limit"):
+        data.setdefault("limit_train", args.limit)
+        data.setdefault("limit_test", args.limit)
+    kw.update(data)
+    if model:
+        m = given(args, ViTConfig)
+        if hasattr(args, "preset") or m:
+            kw["model_config"] = ViTConfig.preset(getattr(args, "preset", "cifar10-tiny"), **m)
+    kw.update(data_dir=args.data_dir, out_dir=args.out, resume=args.resume,
+              overwrite=args.overwrite, progress=not args.no_progress)
+    return kw
+
+
+def report(r, out) -> None:
+    """The final line of a finished CLI run (the data source says what the number means)."""
+    if r["test_acc"] is None:
+        print(f"done (outputs in {out}/)")
+        return
+    what = "test accuracy" if r.get("objective", "classification") == "classification" \
+        else f"{r['objective']} test accuracy"
+    if r.get("data_source") == "synthetic":
+        what += " on the synthetic set (a pipeline check, not a CIFAR-10 result)"
+    print(f"final {what}: {100 * r['test_acc']:.2f}%  (outputs in {out}/)")
+
+
+def cli_main(fn, args, **kw) -> int:
+    """Run ``fn(**kw)``; a signal ends it with 128 + signum (its message already logged)."""
+    try:
+        r = fn(**kw)
+    except TrainingInterrupted as e:
+        return 128 + int(e.signum)
+    report(r, args.out)
+    return 0
 
 
 def configure_parser(p):
-    from .config import PRESETS
-    p.add_argument("--preset", default="cifar10-tiny", help=f"one of: {', '.join(PRESETS)}")
-    m = p.add_argument_group("model (override the preset)")
-    for name in _MODEL_FLAGS:
-        typ = str if name in ("head_type", "gelu", "pos_embed") else int
-        m.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
-    d = TrainSettings()
-    t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=d.epochs)
-    t.add_argument("--batch-size", type=int, default=d.batch_size)
-    t.add_argument("--optimizer", choices=["adamw", "sgd"], default=d.optimizer)
-    t.add_argument("--lr", type=float, default=d.lr)
-    t.add_argument("--min-lr", type=float, default=d.min_lr)
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    t.add_argument("--momentum", type=float, default=d.momentum)
-    t.add_argument("--warmup-epochs", type=float, default=None,
-                   help="linear warm-up length (default: 2, at most a fifth of the run)")
-    t.add_argument("--schedule", choices=["cosine", "linear", "constant"], default=d.schedule)
-    t.add_argument("--clip-norm", type=float, default=d.clip_norm)
-    t.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    t.add_argument("--crop-padding", type=int, default=d.crop_padding)
-    t.add_argument("--no-flip", action="store_true")
-    t.add_argument("--rand-augment", default=None, metavar="N,M",
-                   help="RandAugment with N ops of magnitude M, e.g. 2,9")
-    t.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0: off)")
-    t.add_argument("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0: off)")
-    t.add_argument("--mix-prob", type=float, default=d.mix_prob)
-    t.add_argument("--backend", default=d.backend, help="numpy | numba | cuda")
-    t.add_argument("--dtype", default=d.dtype)
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--eval-every", type=int, default=d.eval_every,
-                   help="evaluate on the test set every K epochs (and after the last)")
-    io = p.add_argument_group("data and output")
-    io.add_argument("--data-dir", default=None,
-                    help="CIFAR-10 directory or archive (default: $MINIVIT_DATA_DIR, else the "
-                         "user cache; downloaded on first use)")
-    io.add_argument("--synthetic", action="store_true",
-                    help="train on a small synthetic set instead of CIFAR-10 (no data needed)")
-    io.add_argument("--limit-train", type=int, default=None)
-    io.add_argument("--limit-test", type=int, default=None)
-    io.add_argument("--out", default="runs/latest", help="output directory")
-    io.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
-    io.add_argument("--no-progress", action="store_true")
-
-
-def _parse_rand_augment(text):
-    if text is None:
-        return None
-    try:
-        n, mag = text.split(",")
-        return (int(n), float(mag))
-    except ValueError:
-        raise ConfigError(f"--rand-augment must be N,M (e.g. 2,9), got {text!r}") from None
+    add_run_flags(p)
 
 
 def cli_run(args):
-    overrides = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
-    config = ViTConfig.preset(args.preset, **overrides)
-    for name in ("limit_train", "limit_test"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-    s = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-                      lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
-                      momentum=args.momentum, warmup_epochs=args.warmup_epochs,
-                      schedule=args.schedule, clip_norm=args.clip_norm,
-                      label_smoothing=args.label_smoothing, crop_padding=args.crop_padding,
-                      flip=not args.no_flip, rand_augment=_parse_rand_augment(args.rand_augment),
-                      mixup=args.mixup, cutmix=args.cutmix, mix_prob=args.mix_prob,
-                      backend=args.backend, dtype=args.dtype, seed=args.seed,
-                      eval_every=args.eval_every)
-    s.validate()
-    data = None
-    if args.synthetic:
-        from .data.synthetic import make_synthetic
-        data = make_synthetic(n_train=args.limit_train or 1024, n_test=args.limit_test or 256,
-                              image_size=config.image_size, num_classes=config.num_classes,
-                              seed=args.seed)
-    print(f"model: {args.preset} ({config.num_params():,} parameters, N={config.num_patches} "
-          f"patches of {config.patch_size}x{config.patch_size}) on the {s.backend} backend")
-    r = train(config, data=data, data_dir=args.data_dir, out_dir=args.out, resume=args.resume,
-              progress=not args.no_progress, limit_train=args.limit_train,
-              limit_test=args.limit_test, settings=s)
-    if r["interrupted"] is not None:
-        return 128 + int(r["interrupted"])
-    if r["test_acc"] is not None:
-        print(f"final test accuracy: {100 * r['test_acc']:.2f}%  (outputs in {args.out}/)")
-    return 0
+    return cli_main(train, args, **run_args(args))

@@ -2,17 +2,19 @@
 numba.cuda (GPU).
 
 The model never does arithmetic on arrays itself; it calls a backend object, so one model
-file drives every backend. A backend provides every method of
-:class:`~minivit.backends.numpy_ops.NumpyBackend` (the reference and the specification):
-the op pairs ``*_forward`` / ``*_backward``, the optimizer updates, and a little glue
-(``asarray``, ``to_host``, ``zeros``, ``add``, …).
+file drives every backend. The contract is written once, with every op's shapes, in
+:class:`~minivit.backends.protocol.Backend`: the op pairs ``*_forward`` / ``*_backward``,
+the masked-patch-prediction ops, the optimizer updates, and a little glue (``asarray``,
+``to_host``, ``zeros``, ``add``, …). :class:`~minivit.backends.numpy_ops.NumpyBackend`
+is the reference implementation; tests/test_backend_contract.py checks every backend
+against the Protocol.
 """
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..settings import BACKENDS, check_backend_name
 from .numpy_ops import NumpyBackend
+from .protocol import Backend
 
-BACKENDS = ("numpy", "numba", "cuda")
 _instances: dict[str, object] = {}
 
 
@@ -21,8 +23,7 @@ def get_backend(name="numpy"):
     object through unchanged. Backends are created once and shared."""
     if not isinstance(name, str):
         return name
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    check_backend_name(name)
     if name not in _instances:
         if name == "numpy":
             _instances[name] = NumpyBackend()
@@ -35,4 +36,4 @@ def get_backend(name="numpy"):
     return _instances[name]
 
 
-__all__ = ["BACKENDS", "get_backend", "NumpyBackend"]
+__all__ = ["BACKENDS", "Backend", "get_backend", "NumpyBackend"]

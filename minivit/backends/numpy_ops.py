@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from .. import ops
+from ..ops import masked
 
 
 class NumpyBackend:
@@ -48,6 +49,16 @@ class NumpyBackend:
         dz[:, 0] = dy
         return dz
 
+    def take_patch_tokens(self, z):
+        """z: (B, N+1, D) → the patch tokens z[:, 1:]: (B, N, D)."""
+        return np.ascontiguousarray(z[:, 1:])
+
+    def take_patch_tokens_backward(self, dy, z_shape):
+        """dy: (B, N, D) → dz: (B, N+1, D), zero on the class token."""
+        dz = np.zeros(z_shape, dtype=dy.dtype)
+        dz[:, 1:] = dy
+        return dz
+
     # ------------------------------------------------------------------ ops (reference)
     patches_forward = staticmethod(ops.patches_forward)
     patches_backward = staticmethod(ops.patches_backward)
@@ -66,6 +77,9 @@ class NumpyBackend:
     pos2d_forward = staticmethod(ops.pos2d_forward)
     pos2d_backward = staticmethod(ops.pos2d_backward)
     softmax_cross_entropy = staticmethod(ops.softmax_cross_entropy)
+    corruption_forward = staticmethod(masked.corruption_forward)
+    corruption_backward = staticmethod(masked.corruption_backward)
+    masked_patch_loss = staticmethod(masked.masked_patch_loss)
 
     def linear_gelu_forward(self, x, W, b, approximate="tanh"):
         """fc1 of the MLP followed by GELU. x: (..., D); W: (D, M); b: (M,).

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from minivit.errors import DataError
+from minivit.errors import one_line as _one_line
 
 __all__ = [
     "CLASSES", "OFFICIAL_URL", "OFFICIAL_MD5", "RECORD_BYTES", "ARCHIVE_NAME", "DIR_NAME",
@@ -90,11 +91,6 @@ def default_data_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "minivit"
-
-
-def _one_line(obj) -> str:
-    """A message fragment on one line (exception texts may carry newlines)."""
-    return " ".join(str(obj).split())
 
 
 def _fsync_dir(path: Path) -> None:

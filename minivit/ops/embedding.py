@@ -5,8 +5,17 @@
 The class token gets a position embedding too. For the 2-D variant (Appendix D.4) E_pos is
 built from two learned tables of width D/2, one per axis: the embedding of the patch at
 grid cell (r, c) is [row_r ; col_c], and the class token keeps its own D-vector.
+
+Fine-tuning at another resolution keeps P, so the grid changes and the learned E_pos no
+longer fits: :func:`resample_pos_embed` interpolates it in 2-D according to the patches'
+locations in the image (paper §3.2).
 """
+import math
+
 import numpy as np
+
+from ..errors import ConfigError
+from .resample import bilinear_resize, interp_matrix
 
 
 def tokens_forward(e, cls, pos=None):
@@ -47,3 +56,45 @@ def pos2d_backward(dpos, cache):
     d = dpos[0]
     dgrid = d[1:].reshape(gh, gw, 2 * half)
     return d[:1].copy(), dgrid[:, :, :half].sum(axis=1), dgrid[:, :, half:].sum(axis=0)
+
+
+def resample_pos_embed(pos, new_grid, old_grid=None, align_corners=False):
+    """Resample learned 1-D position embeddings to a new patch grid (paper §3.2).
+
+    pos: (1, 1 + G_h·G_w, D), the class token's embedding first, then the grid in
+    row-major order. new_grid: (G_h', G_w'). old_grid: (G_h, G_w); None infers a square
+    grid from N. Returns (1, 1 + G_h'·G_w', D): the class token's embedding kept, the grid
+    part interpolated bilinearly in 2-D (align_corners=False by default, like timm's
+    ``resample_abs_pos_embed``). The same grid is returned unchanged (a copy).
+    """
+    pos = np.asarray(pos)
+    if pos.ndim != 3 or pos.shape[0] != 1:
+        raise ConfigError(f"position embeddings must be (1, 1 + N, D), got shape {pos.shape}")
+    N, D = pos.shape[1] - 1, pos.shape[2]
+    if old_grid is None:
+        g = int(round(math.sqrt(N)))
+        if g * g != N:
+            raise ConfigError(f"cannot infer a square grid from N={N} patch embeddings; "
+                              f"pass old_grid")
+        old_grid = (g, g)
+    gh, gw = old_grid
+    if gh * gw != N:
+        raise ConfigError(f"old grid {gh}x{gw} does not hold the N={N} patch embeddings")
+    new_grid = tuple(int(v) for v in new_grid)
+    if tuple(old_grid) == new_grid:
+        return pos.copy()
+    grid = pos[0, 1:].reshape(gh, gw, D).astype(np.float64)
+    new = bilinear_resize(grid, new_grid, align_corners).reshape(-1, D)
+    out = np.concatenate([pos[0, :1].astype(np.float64), new], axis=0)[None]
+    return out.astype(pos.dtype)
+
+
+def resample_pos_embed_2d(row, col, new_grid, align_corners=False):
+    """Resample 2-D position embeddings (Appendix D.4): the row table (G_h, D/2) and the
+    column table (G_w, D/2) are each interpolated linearly in 1-D, to (G_h', D/2) and
+    (G_w', D/2). Returns (row', col')."""
+    row, col = np.asarray(row), np.asarray(col)
+    Wh = interp_matrix(row.shape[0], int(new_grid[0]), align_corners)
+    Ww = interp_matrix(col.shape[0], int(new_grid[1]), align_corners)
+    return (Wh @ row.astype(np.float64)).astype(row.dtype), \
+        (Ww @ col.astype(np.float64)).astype(col.dtype)

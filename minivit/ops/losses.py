@@ -4,15 +4,29 @@ import numpy as np
 from ..errors import ConfigError
 
 
+def check_labels(labels, C, what="labels", B=None):
+    """Validate (B,) integer class labels for C classes; returns them as a host array.
+
+    The one check every loss and the trainer use (before training starts, so a wrong
+    --num-classes fails at once, not mid-epoch). Raises ConfigError naming ``what``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ConfigError(f"integer {what} of shape (B,) expected, got dtype {labels.dtype} "
+                          f"shape {labels.shape}")
+    if B is not None and labels.shape[0] != B:
+        raise ConfigError(f"got {labels.shape[0]} {what} for {B} logits rows")
+    if labels.size and (labels.min() < 0 or labels.max() >= C):
+        raise ConfigError(f"{what} must lie in [0, {C - 1}], got range "
+                          f"[{labels.min()}, {labels.max()}]")
+    return labels
+
+
 def _targets(labels, C, smoothing, dtype):
     """(B,) int labels or (B, C) soft targets → (B, C) target distribution."""
     labels = np.asarray(labels)
     if labels.ndim == 1:
-        if labels.dtype.kind not in "iu":
-            raise ConfigError(f"integer labels expected, got dtype {labels.dtype}")
-        if labels.size and (labels.min() < 0 or labels.max() >= C):
-            raise ConfigError(f"labels must lie in [0, {C - 1}], got range "
-                              f"[{labels.min()}, {labels.max()}]")
+        check_labels(labels, C)
         t = np.zeros((labels.shape[0], C), dtype=dtype)
         t[np.arange(labels.shape[0]), labels] = 1.0
     elif labels.ndim == 2 and labels.shape[1] == C:

@@ -179,9 +179,13 @@ class PatchCorruption:
     :func:`corruption_backward`.
     """
 
-    def __init__(self, mask_token, rng=None, mask_ratio=0.5, p_mask=0.8, p_random=0.1):
+    def __init__(self, mask_token, rng=None, mask_ratio=0.5, p_mask=0.8, p_random=0.1,
+                 backend=None):
+        # backend: the model's backend object (its corruption_forward/backward run on
+        # its arrays, e.g. on the GPU); None: these NumPy functions.
+        self.be = backend
         self.mask_token = mask_token
-        self.grad = np.zeros_like(np.asarray(mask_token))
+        self.zero_grad()
         self.rng = np.random.default_rng(rng)
         self.mask_ratio, self.p_mask, self.p_random = mask_ratio, p_mask, p_random
         self.plan: CorruptionPlan | None = None
@@ -196,18 +200,24 @@ class PatchCorruption:
         self.plan = plan
 
     def zero_grad(self):
-        self.grad = np.zeros_like(np.asarray(self.mask_token))
+        self.grad = (self.be.zeros_like(self.mask_token) if self.be is not None
+                     else np.zeros_like(np.asarray(self.mask_token)))
 
     def forward(self, e):
         """e: (B, N, D) → e': (B, N, D), cache."""
         if self.plan is None:
             raise RuntimeError("PatchCorruption.forward: no plan (call new_plan or set_plan)")
-        return corruption_forward(e, self.mask_token, self.plan)
+        f = corruption_forward if self.be is None else self.be.corruption_forward
+        return f(e, self.mask_token, self.plan)
 
     def backward(self, dout, cache):
         """dout: (B, N, D) → de: (B, N, D); adds the [mask] gradient to ``self.grad``."""
-        de, dmask = corruption_backward(dout, cache)
-        self.grad = self.grad + dmask
+        if self.be is None:
+            de, dmask = corruption_backward(dout, cache)
+            self.grad = self.grad + dmask
+        else:
+            de, dmask = self.be.corruption_backward(dout, cache)
+            self.grad = self.be.add(self.grad, dmask)
         return de
 
 
