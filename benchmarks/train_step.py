@@ -68,7 +68,7 @@ class MinivitRunner:
 
     def infer(self, images):
         out = self.model.forward(images)
-        self.model._cache = {}
+        self.model.clear_cache()
         return out
 
 

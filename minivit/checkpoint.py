@@ -222,9 +222,9 @@ def load_checkpoint(path) -> dict:
     """Read and validate a checkpoint.
 
     Returns ``{"config": ViTConfig, "params": {name: array}, "optim": {key: array},
-    "extra": {name: array}, "meta": dict}``. Raises CheckpointError naming the key for missing or mis-shaped
-    parameters, non-float arrays, a missing/invalid meta.json or a config that disagrees
-    with the arrays.
+    "extra": {name: array}, "meta": dict}``. Raises CheckpointError naming the key for
+    missing or mis-shaped parameters, non-float arrays, a missing/invalid meta.json or a
+    config that disagrees with the arrays.
     """
     arrays = read_npz(path)
     if "meta.json" not in arrays:
@@ -285,10 +285,10 @@ def load_checkpoint(path) -> dict:
         if st.shape != () or st.dtype.kind not in "iu" or int(st) < 0:
             raise CheckpointError(f"{path}: optim/step must be an integer scalar >= 0, got "
                                   f"{st.dtype} {st.shape}")
-    extra = sorted(set(params) - set(expected))
-    if extra:
+    surplus = sorted(set(params) - set(expected))
+    if surplus:
         raise CheckpointError(f"{path}: unexpected key(s) for this config: "
-                              f"{', '.join('param/' + k for k in extra)}")
+                              f"{', '.join('param/' + k for k in surplus)}")
     return {"config": config, "params": params, "optim": optim, "extra": extra, "meta": meta}
 
 

@@ -57,10 +57,11 @@ def evaluate(model, x_uint8, y, batch_size=500, mean=None, std=None, smoothing=0
 
 # ---------------------------------------------------------------------- CLI
 def configure_parser(p):
+    from .flags import add_backend_flag
     p.add_argument("checkpoint", nargs="?", default=None,
                    help="checkpoint .npz (default: the bundled cifar10-tiny model)")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 location (see minivit train)")
-    p.add_argument("--backend", default="numba", help="numpy | numba | cuda")
+    add_backend_flag(p, default="numba")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images")
     p.add_argument("--out", default=None, help="directory for confusion.png and eval.json "

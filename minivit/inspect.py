@@ -239,11 +239,12 @@ def normalize_images(imgs_uint8):
 # ---------------------------------------------------------------------- CLI
 def configure_parser(p):
     """``minivit inspect CKPT --out DIR [--data-dir D] [--images N]``."""
+    from .flags import add_backend_flag
     p.add_argument("checkpoint", help="minivit checkpoint (.npz)")
     p.add_argument("--out", required=True, help="directory for the PNGs and JSON")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 location (no download)")
     p.add_argument("--images", type=int, default=8, help="number of test images")
-    p.add_argument("--backend", default="numpy", choices=("numpy", "numba", "cuda"))
+    add_backend_flag(p, default="numpy")
 
 
 def inspect_checkpoint(checkpoint, out, data_dir=None, n_images=8, backend="numpy",

@@ -114,9 +114,10 @@ def predict_files(model, paths, classes, k=5):
 
 
 def configure_parser(p):
+    from .flags import add_backend_flag
     p.add_argument("checkpoint", help="checkpoint .npz, or 'default' for the bundled model")
     p.add_argument("images", nargs="+", help="image files (any size; resized)")
-    p.add_argument("--backend", default="numpy")
+    add_backend_flag(p, default="numpy")
     p.add_argument("--top", type=int, default=5)
 
 

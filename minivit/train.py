@@ -111,7 +111,9 @@ def load_data(config: ViTConfig, ds: DataSettings, data_dir=None, seed=0, log=pr
                               seed=seed)
         return dict(data, source="synthetic")
     from .data import load_cifar10
-    data = dict(load_cifar10(data_dir, limit_train=ds.limit_train, limit_test=ds.limit_test),
+    limited = ds.limit_train is not None or ds.limit_test is not None
+    data = dict(load_cifar10(data_dir, limit_train=ds.limit_train, limit_test=ds.limit_test,
+                             expected_counts=None if limited else (50000, 10000)),
                 source="cifar10")
     return _fit_images(data, config, log)
 
@@ -163,6 +165,7 @@ class _Run:
         self.objective, self.out, self.log = objective, out, log
         self.ckpt = out / "checkpoint.npz" if out else None
         self.state, self.extended_from = None, []
+        s.validate(), ds.validate()         # bad values first: they need no files at all
         if out is not None and out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out} is a file, not a directory")
         if resume:
@@ -304,7 +307,10 @@ class _Trainer:
         out = self.r.out
         if out and self.history and interrupted is None and self.epoch == self.s.epochs:
             from .plots import plot_training_curves
-            plot_training_curves(self.history, out / "curves.png")
+            nan = float("nan")                  # an objective without training accuracy
+            plot_training_curves([dict(h, train_acc=nan if h["train_acc"] is None
+                                       else h["train_acc"]) for h in self.history],
+                                 out / "curves.png")
         final = self.history[-1]["test_acc"] if self.history else None
         result = {"model": self.model, "history": self.history, "test_acc": final,
                   "checkpoint": self.r.ckpt, "interrupted": interrupted, "settings": self.s,
@@ -454,8 +460,10 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
     given_s = dict(settings.to_dict() if settings is not None else {}, **overrides)
     if isinstance(given_s.get("rand_augment"), list):
         given_s["rand_augment"] = tuple(given_s["rand_augment"])
-    given_d = {k: v for k, v in (("limit_train", limit_train), ("limit_test", limit_test),
-                                 ("synthetic", synthetic)) if v not in (None, False)}
+    given_d = {k: v for k, v in (("limit_train", limit_train), ("limit_test", limit_test))
+               if v is not None}
+    if synthetic:
+        given_d["synthetic"] = synthetic
     s = TrainSettings(**given_s)
     ds = DataSettings(**given_d)
     given = {"settings": given_s, "data": given_d, "objective": objective.given_settings()}

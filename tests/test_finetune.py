@@ -1,14 +1,12 @@
 """Fine-tuning (paper §3.2): position-embedding resampling, new heads, the CLI recipe."""
-import sys
-import types
-
 import numpy as np
 import pytest
 
 from minivit import ViT, ViTConfig
 from minivit.errors import ConfigError
-from minivit.finetune import (adapt_params, bilinear_resize, interp_matrix, resample_pos_embed,
-                              resample_pos_embed_2d, resize_images)
+from minivit.finetune import adapt_params
+from minivit.ops.embedding import resample_pos_embed, resample_pos_embed_2d
+from minivit.ops.resample import bilinear_resize, interp_matrix, resize_images
 
 
 def _ramp_pos(g, D, a=0.7, b=-1.3, d=0.25):
@@ -131,29 +129,37 @@ def _tiny_data(rng, n=16, size=16, classes=10):
 
 
 def test_finetune_uses_paper_recipe(tmp_path, monkeypatch, rng):
-    """finetune adapts the checkpoint, resizes the images and calls minivit.train.train
-    with the §4.1 recipe (SGD momentum 0.9, cosine, no weight decay, clip 1). The trainer
-    is replaced by a recorder, so this tests only our side of the call."""
+    """finetune adapts the checkpoint and calls minivit.train.train with the §4.1 recipe
+    (SGD momentum 0.9, cosine, no weight decay, clip 1). The trainer is replaced by a
+    recorder, so this tests only our side of the call."""
     from minivit.checkpoint import save_checkpoint
     from minivit.finetune import finetune
     cfg = ViTConfig(image_size=16, patch_size=4, dim=8, depth=1, heads=2, mlp_dim=16,
                     num_classes=5, head_type="pre-logits")
     save_checkpoint(tmp_path / "ck.npz", ViT(cfg))
     calls = []
-    fake = types.ModuleType("minivit.train")
-    fake.train = lambda config, **kw: calls.append((config, kw)) or {"ok": True}
-    monkeypatch.setitem(sys.modules, "minivit.train", fake)
+    monkeypatch.setattr("minivit.train.train",
+                        lambda config, **kw: calls.append((config, kw)) or {"ok": True})
+    data = _tiny_data(rng)
     assert finetune(tmp_path / "ck.npz", tmp_path / "ft", image_size=24, num_classes=10,
-                    epochs=2, lr=0.01, data=_tiny_data(rng)) == {"ok": True}
+                    epochs=2, lr=0.01, data=data, log=lambda *a: None) == {"ok": True}
     (config, kw), = calls
     assert config.image_size == 24 and config.num_classes == 10 and config.head_type == "linear"
-    assert kw["optimizer"] == "sgd" and kw["momentum"] == 0.9 and kw["weight_decay"] == 0.0
-    assert kw["schedule"] == "cosine" and kw["clip_norm"] == 1.0 and kw["lr"] == 0.01
-    assert kw["epochs"] == 2 and kw["out_dir"] == tmp_path / "ft"
+    s = kw["settings"]
+    assert s.optimizer == "sgd" and s.momentum == 0.9 and s.weight_decay == 0.0
+    assert s.schedule == "cosine" and s.clip_norm == 1.0 and s.lr == 0.01
+    assert s.epochs == 2 and s.warmup_epochs == pytest.approx(0.1)   # 5% of the run
+    assert kw["out_dir"] == tmp_path / "ft" and kw["data"] is data
     assert kw["init_params"]["pos_embed"].shape == (1, 37, 8)
     assert not kw["init_params"]["head.weight"].any()
-    assert kw["data"]["x_train"].shape == (16, 24, 24, 3)
-    assert kw["data"]["x_test"].shape == (8, 24, 24, 3)
+
+
+def test_train_resizes_images_to_the_model(rng):
+    from minivit.train import _fit_images
+    data = _tiny_data(rng)
+    out = _fit_images(data, ViTConfig(image_size=24, patch_size=4, dim=8, depth=1, heads=2,
+                                      mlp_dim=16), log=lambda *a: None)
+    assert out["x_train"].shape == (16, 24, 24, 3) and out["x_test"].shape == (8, 24, 24, 3)
 
 
 def test_finetune_runs_with_the_real_trainer(tmp_path, rng):

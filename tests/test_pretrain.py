@@ -9,7 +9,10 @@ from minivit.gradcheck import check_gradient
 from minivit.ops.masked import (KEEP, KEPT_CORRUPTED, MASK, RANDOM, CorruptionPlan,
                                 PatchCorruption, corruption_backward, corruption_forward,
                                 corruption_plan, masked_patch_loss, mean_color_targets)
-from minivit.pretrain import MPPModel, load_pretrained, pretrain, synthetic_images
+from minivit.data.synthetic import make_synthetic
+from minivit.pretrain import (MaskedPatchPrediction, MPPModel, load_pretrained, pretrain,
+                              require_mpp_ops)
+from minivit.settings import MPPSettings
 
 from conftest import tiny_config
 
@@ -167,18 +170,27 @@ def test_mpp_model_gradcheck_float64(rng):
 
 
 # ---------------------------------------------------------------------- pre-training
+CFG16 = ViTConfig(image_size=16, patch_size=4, dim=32, depth=2, heads=2, mlp_dim=64,
+                  num_classes=10)
+QUIET = dict(log=lambda *a: None, progress=False, backend="numpy")
+
+
+def _images(n, seed=0):
+    return make_synthetic(n_train=n, n_test=1, image_size=16, seed=seed)["x_train"]
+
+
 def test_pretrain_lowers_loss_and_checkpoints(tmp_path):
-    cfg = ViTConfig(image_size=16, patch_size=4, dim=32, depth=2, heads=2, mlp_dim=64,
-                    num_classes=10)
-    x = synthetic_images(64, 16, seed=0)
-    r = pretrain(cfg, x, epochs=6, batch_size=16, lr=3e-3, out=tmp_path, log=None)
-    losses = [h["loss"] for h in r["history"]]
-    assert len(losses) == 24
-    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.3
-    assert np.log(512) - 0.1 < losses[0] < np.log(512) + 0.1   # zero head: uniform start
-    # backbone loads as an ordinary checkpoint; head + mask token from mpp_head.npz
+    x = _images(64)
+    r = pretrain(CFG16, x, out=tmp_path, epochs=6, batch_size=16, lr=3e-3, **QUIET)
+    losses = [h["train_loss"] for h in r["history"]]
+    assert len(losses) == 6 and r["history"][-1]["step"] == 24
+    assert losses[-1] < losses[0] - 0.3, losses
+    assert np.log(512) - 0.3 < losses[0] < np.log(512) + 0.1   # zero head: uniform start
+    assert r["history"][0]["train_acc"] is None                 # not counted in training
+    # backbone loads as an ordinary checkpoint; head + mask token are in the same file
     vit, meta = load_model(tmp_path / "checkpoint.npz")
     assert meta["pretrain"] == "masked-patch-prediction" and meta["epoch"] == 6
+    assert meta["objective"] == "masked-patch-prediction"
     for k, v in r["model"].vit.state_dict().items():
         np.testing.assert_array_equal(vit.state_dict()[k], v)
     m2 = load_pretrained(tmp_path)
@@ -187,20 +199,67 @@ def test_pretrain_lowers_loss_and_checkpoints(tmp_path):
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 6
 
 
+def test_pretrain_resume_is_bit_identical(tmp_path):
+    """The shared loop gives pre-training exact resume: data order, flips and corruption
+    plans all come from (seed, epoch, batch), and the head is saved with the backbone."""
+    data = make_synthetic(n_train=48, n_test=16, image_size=16, seed=1)
+    kw = dict(data=data, epochs=3, batch_size=16, lr=3e-3, **QUIET)
+    a = pretrain(CFG16, out=tmp_path / "a", **kw)
+    b1 = pretrain(CFG16, out=tmp_path / "b", stop_after_epochs=1, **kw)
+    assert len(b1["history"]) == 1
+    b = pretrain(out=tmp_path / "b", resume=True, data=data, **QUIET)
+    for k, v in a["model"].vit.state_dict().items():
+        np.testing.assert_array_equal(b["model"].vit.state_dict()[k], v)
+    for k, v in a["model"].extra_state().items():
+        np.testing.assert_array_equal(b["model"].extra_state()[k], v)
+    assert [h["test_loss"] for h in a["history"]] == [h["test_loss"] for h in b["history"]]
+    assert 0 <= a["history"][-1]["test_acc"] <= 1
+
+
+def test_pretrain_resume_refuses_other_mask_ratio_and_classification(tmp_path):
+    data = make_synthetic(n_train=32, n_test=8, image_size=16, seed=1)
+    pretrain(CFG16, out=tmp_path, data=data, epochs=1, batch_size=16, **QUIET)
+    with pytest.raises(ConfigError, match="mask-ratio"):
+        pretrain(out=tmp_path, resume=True, data=data, mpp=MPPSettings(mask_ratio=0.3),
+                 **QUIET)
+    from minivit.train import train
+    with pytest.raises(ConfigError, match="is a masked-patch-prediction run"):
+        train(out_dir=tmp_path, resume=True, data=data, **QUIET)
+
+
 def test_pretrain_refuses_bad_input():
     cfg = ViTConfig(image_size=16, patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64)
     with pytest.raises(ConfigError):
         pretrain(cfg, np.zeros((4, 16, 16, 3), np.float32), log=None)
     with pytest.raises(ConfigError):
         MPPModel(cfg.replace(channels=1))
+    with pytest.raises(ConfigError, match="mask_ratio"):
+        pretrain(cfg, _images(16), mpp=MPPSettings(mask_ratio=2.0), **QUIET)
 
 
-def test_pretrain_cli_synthetic(tmp_path):
-    import argparse
-    from minivit import pretrain as mod
-    p = argparse.ArgumentParser()
-    mod.configure_parser(p)
-    args = p.parse_args(["--preset", "cifar10-tiny", "--epochs", "1", "--synthetic",
-                         "--limit", "16", "--batch-size", "8", "--out", str(tmp_path)])
-    assert mod.cli_run(args) == 0
-    assert (tmp_path / "checkpoint.npz").is_file() and (tmp_path / "mpp_head.npz").is_file()
+def test_backend_without_mpp_ops_is_named():
+    class NoMPP:
+        name = "cuda"
+    with pytest.raises(ConfigError, match="cuda backend has no masked-patch-prediction ops"):
+        require_mpp_ops(NoMPP())
+
+
+def test_mpp_objective_takes_no_host_slices(rng):
+    """The model's arrays go through the backend only: a backend that records calls sees
+    the MPP-specific ops (the CUDA backend implements the same names)."""
+    from minivit.backends.numpy_ops import NumpyBackend
+    calls = []
+
+    class Recording(NumpyBackend):
+        name = "recording"
+
+        def __getattribute__(self, n):
+            if n in ("take_patch_tokens", "take_patch_tokens_backward", "corruption_forward",
+                     "corruption_backward", "masked_patch_loss"):
+                calls.append(n)
+            return super().__getattribute__(n)
+
+    m = MPPModel(tiny_config(image_size=8), backend=Recording())
+    m.loss_and_grads(rng.standard_normal((2, 8, 8, 3)), rng.integers(0, 512, (2, 4)))
+    assert set(calls) == {"take_patch_tokens", "take_patch_tokens_backward",
+                          "corruption_forward", "corruption_backward", "masked_patch_loss"}

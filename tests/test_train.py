@@ -51,6 +51,7 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
     before = (out / "checkpoint.npz").read_bytes()
     with pytest.raises(TrainingError, match="loss became"):
         train(CFG, data=DATA, out_dir=out, epochs=2, progress=False, log=lambda *a: None,
+              overwrite=True,
               **{**FAST, "lr": 1e30, "clip_norm": 0.0, "warmup_epochs": 0})
     # the diverging run started fresh in the same directory and died in its first
     # epoch: the checkpoint on disk is still the last good one, and valid
