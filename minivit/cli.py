@@ -69,6 +69,9 @@ def build_parser():
             raise
         p = sub.add_parser(name, help=help_, description=help_)
         mod.configure_parser(p)
+        for a in p._actions:                # a flag without help still shows its default
+            if a.help is None and a.option_strings and a.default not in (None, False):
+                a.help = "(default: %(default)s)"
         p.set_defaults(_run=mod.cli_run)
         parser.commands[name] = p
     return parser

@@ -191,8 +191,9 @@ class _Run:
             raise ConfigError(f"--resume: {self.ckpt} is a {kind} run; this command trains "
                               f"{self.objective.name}")
         diff = []
-        if config is not None and config != state["config"]:
-            diff += _differences(config.to_dict(), state["config"].to_dict())
+        if config is not None:              # a ViTConfig, or the fields a user typed
+            fields = config if isinstance(config, dict) else config.to_dict()
+            diff += _differences(fields, state["config"].to_dict())
         saved = TrainSettings.from_dict(meta["settings"])
         diff += _differences(given.get("settings", {}), saved.to_dict(),
                              ignore=("epochs",) + TrainSettings.HOW)
@@ -442,7 +443,8 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
     data_source ("cifar10", "synthetic" or "user"), interrupted (None).
 
     model_config: ViTConfig or preset name (None: cifar10-tiny, or the checkpoint's when
-    resuming). data: dict like ``load_cifar10`` returns (x_train (n, H, W, C) uint8,
+    resuming), or a dict of some ViTConfig fields (over cifar10-tiny; on resume only
+    these are checked against the run). data: dict like ``load_cifar10`` returns (x_train (n, H, W, C) uint8,
     y_train (n,), x_test, y_test, classes); default: CIFAR-10 from ``data_dir`` (first
     ``limit_train`` / ``limit_test`` images), or a synthetic set when ``synthetic``.
     out_dir: where checkpoint.npz, metrics.jsonl and curves.png go (None: nothing is
@@ -457,6 +459,8 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
     """
     objective = objective or Classification()
     config = ViTConfig.preset(model_config) if isinstance(model_config, str) else model_config
+    if isinstance(config, dict) and not resume:  # some fields: over the default preset
+        config = ViTConfig.preset("cifar10-tiny", **config)
     given_s = dict(settings.to_dict() if settings is not None else {}, **overrides)
     if isinstance(given_s.get("rand_augment"), list):
         given_s["rand_augment"] = tuple(given_s["rand_augment"])
@@ -570,8 +574,12 @@ def run_args(args, model=True) -> dict:
     kw.update(data)
     if model:
         m = given(args, ViTConfig)
-        if hasattr(args, "preset") or m:
-            kw["model_config"] = ViTConfig.preset(getattr(args, "preset", "cifar10-tiny"), **m)
+        if hasattr(args, "preset"):
+            m = ViTConfig.preset(args.preset, **m).to_dict()
+        if args.resume:                     # only what was typed is checked against the run
+            kw["model_config"] = m or None
+        elif m:
+            kw["model_config"] = ViTConfig.preset("cifar10-tiny", **m)
     kw.update(data_dir=args.data_dir, out_dir=args.out, resume=args.resume,
               overwrite=args.overwrite, progress=not args.no_progress)
     return kw
