@@ -83,7 +83,7 @@ def main(argv=None):
     # checkpoints of both arms go to runs/ (ignored by git); the JSON keeps the histories
     runs = ROOT / "runs" / f"mpp_vs_scratch{'_' + args.tag if args.tag else ''}"
     common = dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                  progress=False)
+                  progress=False, overwrite=True)
     if args.lr is not None:
         common["lr"] = args.lr
     if args.warmup_epochs is not None:
@@ -91,7 +91,7 @@ def main(argv=None):
     elif args.epochs < 4:
         common["warmup_epochs"] = args.epochs / 2
     train_backend = args.backend
-    pre_backend = "numba" if args.backend == "cuda" else args.backend   # MPP runs on host
+    pre_backend = "numba" if args.backend == "cuda" else args.backend   # no CUDA MPP ops yet
 
     t0 = time.perf_counter()
     scratch = train(config, data=data, out_dir=runs / "scratch", backend=train_backend, **common)
@@ -100,7 +100,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     pre = pretrain(config, data["x_train"], epochs=args.pretrain_epochs,
                    batch_size=args.batch_size, lr=args.pretrain_lr, seed=args.seed,
-                   backend=pre_backend, out=runs / "mpp_pretrain")
+                   backend=pre_backend, out=runs / "mpp_pretrain", overwrite=True)
     t_pre = time.perf_counter() - t0
     backbone = pre["model"].vit.state_dict()
     init = adapt_params(backbone, config, config, reset_head=True)   # new zero head
@@ -122,9 +122,9 @@ def main(argv=None):
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "scratch": dict(_summary(scratch), wall_seconds=t_scratch),
         "mpp": dict(_summary(mpp), wall_seconds=t_ft, pretrain_seconds=t_pre,
-                    pretrain_epochs=pre["epochs"],
-                    pretrain_loss_first=pre["history"][0]["loss"],
-                    pretrain_loss_last=pre["history"][-1]["loss"]),
+                    pretrain_epochs=pre["history"],
+                    pretrain_loss_first=pre["history"][0]["train_loss"],
+                    pretrain_loss_last=pre["history"][-1]["train_loss"]),
     }
     result["delta_test_acc"] = (None if scratch["test_acc"] is None or mpp["test_acc"] is None
                                 else mpp["test_acc"] - scratch["test_acc"])

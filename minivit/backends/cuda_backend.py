@@ -26,6 +26,7 @@ from numba import cuda
 
 from .. import ops
 from ..errors import ConfigError
+from ..ops.losses import check_labels
 from .cuda_kernels import (ACT_GELU_ERF, ACT_GELU_TANH, ACT_NONE, DEFAULT_TILES, RED_NONFINITE,
                            RED_SUM, RED_SUMSQ, Tiles, attention_kernels, kernels)
 
@@ -520,13 +521,7 @@ class CudaBackend:
         dt = logits.dtype
         labels = self.to_host(labels) if is_device_array(labels) else np.asarray(labels)
         if labels.ndim == 1:
-            if labels.dtype.kind not in "iu":
-                raise ConfigError(f"integer labels expected, got dtype {labels.dtype}")
-            if labels.shape[0] != B:
-                raise ConfigError(f"got {labels.shape[0]} labels for {B} logits rows")
-            if labels.size and (labels.min() < 0 or labels.max() >= C):
-                raise ConfigError(f"labels must lie in [0, {C - 1}], got range "
-                                  f"[{labels.min()}, {labels.max()}]")
+            check_labels(labels, C, B=B)    # the one label check of every loss
             lab, soft, use_soft = self.asarray(labels, np.int64), self._dummy(2, dt), False
         elif labels.ndim == 2 and labels.shape == (B, C):
             lab, soft, use_soft = self._dummy(1, np.int64), self.asarray(labels, dt), True

@@ -51,17 +51,16 @@ import numpy as np
 from numba import njit, prange
 
 from .. import ops
+from ..ops.activations import GELU_C as _GC
+from ..ops.activations import INV_SQRT_2 as _INV_SQRT_2
+from ..ops.activations import INV_SQRT_2PI as _INV_SQRT_2PI
+from ..ops.activations import SQRT_2_OVER_PI as _SQRT_2_OVER_PI
 from ..ops.losses import _targets
 from .numpy_ops import NumpyBackend
 
 # reassociation + FMA contraction + reciprocal: safe for our reductions; NaN/inf semantics
 # are kept (no nnan/ninf).
 _FM = {"reassoc", "contract", "arcp"}
-
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_GC = 0.044715
 
 
 # ====================================================================== scalar helpers

@@ -9,10 +9,11 @@ import math
 
 import numpy as np
 
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_C = 0.044715
+# The GELU constants, defined once: the Numba and CUDA backends import them from here.
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)     # √(2/π), tanh form
+GELU_C = 0.044715                             # the cubic coefficient of the tanh form
+INV_SQRT_2 = 1.0 / math.sqrt(2.0)             # erf form: Φ(x) = ½(1 + erf(x/√2))
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)  # φ(x) = e^{−x²/2}/√(2π)
 
 
 def erf(x):
@@ -58,11 +59,11 @@ def erf(x):
 def gelu_forward(x, approximate="tanh"):
     """x: (...). Returns GELU(x): (...) and the cache. approximate: "tanh" or "erf"."""
     if approximate == "tanh":
-        u = _SQRT_2_OVER_PI * (x + _C * x * x * x)
+        u = SQRT_2_OVER_PI * (x + GELU_C * x * x * x)
         t = np.tanh(u)
         return 0.5 * x * (1.0 + t), (x, t, "tanh")
     if approximate == "erf":
-        cdf = 0.5 * (1.0 + erf(x * _INV_SQRT_2))
+        cdf = 0.5 * (1.0 + erf(x * INV_SQRT_2))
         return x * cdf, (x, cdf, "erf")
     raise ValueError(f"approximate must be 'tanh' or 'erf', got {approximate!r}")
 
@@ -76,9 +77,9 @@ def gelu_backward(dy, cache):
     x, s, form = cache
     if form == "tanh":
         t = s
-        du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _C * x * x)
+        du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
         return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
-    pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+    pdf = INV_SQRT_2PI * np.exp(-0.5 * x * x)
     return dy * (s + x * pdf)
 
 
