@@ -33,9 +33,15 @@ def close(be, dev, ref, tol=F32):
 
 
 # ---------------------------------------------------------------------- interface
+# Masked-patch-prediction ops the CUDA backend does not have yet (issue 12; the contract
+# test tests/test_backend_contract.py holds a strict xfail for them): drop when written.
+_PENDING = {"take_patch_tokens", "take_patch_tokens_backward", "corruption_forward",
+            "corruption_backward", "masked_patch_loss"}
+
+
 def test_every_numpy_backend_method_exists_with_the_same_signature(be_small):
     for name, ref in inspect.getmembers(NumpyBackend):
-        if name.startswith("_"):
+        if name.startswith("_") or name in _PENDING:
             continue
         assert hasattr(be_small, name), f"CudaBackend lacks {name}"
         if callable(ref):
