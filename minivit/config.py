@@ -202,13 +202,7 @@ class ViTConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ViTConfig":
         """Build from a dict, refusing unknown fields by name."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"config must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**check_fields(cls, d, "config", "field"))
 
     @classmethod
     def from_json(cls, s: str) -> "ViTConfig":
@@ -235,6 +229,18 @@ class ViTConfig:
         d = dict(PRESETS[name])
         d.update(overrides)
         return cls.from_dict(d)
+
+
+def check_fields(cls, d, what, item) -> dict:
+    """``d`` if it is a dict whose keys are all fields of dataclass ``cls``; else a
+    ConfigError naming the unknown ones (``unknown {what} {item}(s): …``)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what} {item}s must be a JSON object, got {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} {item}(s): {', '.join(unknown)}")
+    return d
 
 
 def _paper(patch, dim, depth, heads, mlp):

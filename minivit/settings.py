@@ -6,8 +6,8 @@ name, type, default, and the help text from the ``name: text`` lines of the clas
 docstring), ``validate()`` words every error, and the checkpoint stores ``to_dict()`` so
 ``--resume`` continues exactly the run that was started.
 
-This module sits low in the import graph (it needs only ``errors``), so the checkpoint
-reader can validate saved settings without importing the trainer.
+This module sits low in the import graph (beside ``config``), so the checkpoint reader
+can validate saved settings without importing the trainer.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from .config import check_fields
 from .errors import ConfigError
 
 BACKENDS = ("numpy", "numba", "cuda")
@@ -50,12 +51,7 @@ class _Settings:
 
     @classmethod
     def from_dict(cls, d: dict):
-        if not isinstance(d, dict):
-            raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown {cls.KIND} setting(s): {', '.join(unknown)}")
+        d = check_fields(cls, d, cls.KIND, "setting")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**d)
 
