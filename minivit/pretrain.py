@@ -210,11 +210,14 @@ class MaskedPatchPrediction(Objective):
     train_accuracy = False
 
     def __init__(self, settings: MPPSettings | None = None, given: dict | None = None):
+        # given: the fields the caller chose (checked against a resumed run's); by
+        # default all of ``settings`` when given, none when not.
         self.settings = settings or MPPSettings()
-        self._given = given
+        self._given = given if given is not None else (
+            settings.to_dict() if settings is not None else {})
 
     def given_settings(self):
-        return self.settings.to_dict() if self._given is None else dict(self._given)
+        return dict(self._given)
 
     def build_model(self, config, s):
         m = self.settings

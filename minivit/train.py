@@ -444,9 +444,10 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
 
     model_config: ViTConfig or preset name (None: cifar10-tiny, or the checkpoint's when
     resuming), or a dict of some ViTConfig fields (over cifar10-tiny; on resume only
-    these are checked against the run). data: dict like ``load_cifar10`` returns (x_train (n, H, W, C) uint8,
-    y_train (n,), x_test, y_test, classes); default: CIFAR-10 from ``data_dir`` (first
-    ``limit_train`` / ``limit_test`` images), or a synthetic set when ``synthetic``.
+    these are checked against the run). data: dict like ``load_cifar10`` returns
+    (x_train (n, H, W, C) uint8, y_train (n,), x_test, y_test, classes); default:
+    CIFAR-10 from ``data_dir`` (first ``limit_train`` / ``limit_test`` images), or a
+    synthetic set when ``synthetic``; images of another size are resized to the model's.
     out_dir: where checkpoint.npz, metrics.jsonl and curves.png go (None: nothing is
     written and resume is impossible); a directory holding a run is refused unless
     ``resume`` (continue it, see the module doc) or ``overwrite``. init_params: host dict
@@ -461,14 +462,13 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
     config = ViTConfig.preset(model_config) if isinstance(model_config, str) else model_config
     if isinstance(config, dict) and not resume:  # some fields: over the default preset
         config = ViTConfig.preset("cifar10-tiny", **config)
-    given_s = dict(settings.to_dict() if settings is not None else {}, **overrides)
-    if isinstance(given_s.get("rand_augment"), list):
-        given_s["rand_augment"] = tuple(given_s["rand_augment"])
+    s = TrainSettings.from_dict(dict(settings.to_dict() if settings is not None else {},
+                                     **overrides))         # an unknown keyword is named
+    given_s = {k: getattr(s, k) for k in (settings.to_dict() if settings else {}) | overrides}
     given_d = {k: v for k, v in (("limit_train", limit_train), ("limit_test", limit_test))
                if v is not None}
     if synthetic:
         given_d["synthetic"] = synthetic
-    s = TrainSettings(**given_s)
     ds = DataSettings(**given_d)
     given = {"settings": given_s, "data": given_d, "objective": objective.given_settings()}
     run = _Run(config, s, ds, objective, Path(out_dir) if out_dir is not None else None,

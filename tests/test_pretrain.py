@@ -10,7 +10,7 @@ from minivit.ops.masked import (KEEP, KEPT_CORRUPTED, MASK, RANDOM, CorruptionPl
                                 PatchCorruption, corruption_backward, corruption_forward,
                                 corruption_plan, masked_patch_loss, mean_color_targets)
 from minivit.data.synthetic import make_synthetic
-from minivit.pretrain import (MaskedPatchPrediction, MPPModel, load_pretrained, pretrain,
+from minivit.pretrain import (MPPModel, load_pretrained, pretrain,
                               require_mpp_ops)
 from minivit.settings import MPPSettings
 
