@@ -82,7 +82,7 @@ class TrainSettings(_Settings):
     momentum:        SGD momentum (used by sgd only).
     beta1:           AdamW's first-moment decay.
     beta2:           AdamW's second-moment decay.
-    warmup_epochs:   linear warm-up length in epochs (None: 2, at most a fifth of the run).
+    warmup_epochs:   linear warm-up length in epochs (None: the default rule).
     schedule:        decay after the warm-up: cosine, linear or constant.
     clip_norm:       global gradient-norm clipping (paper: 1.0; 0 disables).
     label_smoothing: mix the one-hot targets with the uniform distribution by this much.
@@ -193,8 +193,8 @@ class DataSettings(_Settings):
 
     synthetic:   a small learnable synthetic set instead of CIFAR-10 (no download); its
                  accuracy says nothing about CIFAR-10.
-    limit_train: use only the first N training images (None: all; synthetic: 1024).
-    limit_test:  use only the first N test images (None: all; synthetic: 256).
+    limit_train: use only the first N training images (None: all; synthetic set: 1024).
+    limit_test:  use only the first N test images (None: all; synthetic set: 256).
     """
 
     KIND = "data"

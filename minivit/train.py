@@ -544,7 +544,8 @@ def add_run_flags(p, defaults=None, exclude=(), help=None, model=True):
                   title="model (override the preset)")
     add_flags(p, TrainSettings, defaults=defaults, exclude=exclude, help=help,
               title="training")
-    add_flags(p, DataSettings, title="data")
+    add_flags(p, DataSettings, defaults={"limit_train": "all", "limit_test": "all"},
+              title="data")
     io = p.add_argument_group("data location, output, resume")
     io.add_argument("--limit", type=int, default=argparse.SUPPRESS, metavar="N",
                     help="shorthand for --limit-train N --limit-test N (default: none)")
@@ -608,7 +609,7 @@ def cli_main(fn, args, **kw) -> int:
 
 
 def configure_parser(p):
-    add_run_flags(p)
+    add_run_flags(p, defaults={"warmup_epochs": "2, at most a fifth of the run"})
 
 
 def cli_run(args):
