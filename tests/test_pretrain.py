@@ -263,3 +263,18 @@ def test_mpp_objective_takes_no_host_slices(rng):
     m.loss_and_grads(rng.standard_normal((2, 8, 8, 3)), rng.integers(0, 512, (2, 4)))
     assert set(calls) == {"take_patch_tokens", "take_patch_tokens_backward",
                           "corruption_forward", "corruption_backward", "masked_patch_loss"}
+
+
+def test_checkpoint_extra_arrays_are_checked(tmp_path):
+    """The objective's arrays live in the checkpoint (extra/…) and are validated like
+    parameters: non-finite values are refused by name."""
+    from minivit import ViT
+    from minivit.checkpoint import load_checkpoint, save_checkpoint
+    from minivit.errors import CheckpointError
+    cfg = tiny_config()
+    save_checkpoint(tmp_path / "ok.npz", ViT(cfg), extra={"mask_token": np.ones(8)})
+    np.testing.assert_array_equal(load_checkpoint(tmp_path / "ok.npz")["extra"]["mask_token"],
+                                  np.ones(8))
+    save_checkpoint(tmp_path / "bad.npz", ViT(cfg), extra={"mask_token": np.full(8, np.nan)})
+    with pytest.raises(CheckpointError, match="extra/mask_token must hold finite floats"):
+        load_checkpoint(tmp_path / "bad.npz")
