@@ -52,6 +52,16 @@ def lecture_example():
     return {k: np.array(v, dtype=np.float64) for k, v in _LECTURE.items()}
 
 
+def is_lecture_example(steps) -> bool:
+    """True when ``steps`` (:class:`AttentionSteps`) ran on the lecture's own x, W_Q, W_K,
+    W_V with the slides' rounding (1 decimal, rows summing to 1): only then are its rounded
+    numbers "the slides' numbers"."""
+    lec = lecture_example()
+    return (steps.round_decimals == 1 and steps.rounding == "sum-to-one"
+            and all(getattr(steps, k).shape == lec[k].shape
+                    and np.array_equal(getattr(steps, k), lec[k]) for k in lec))
+
+
 # ----------------------------------------------------------------------------- validation
 
 def _shape(a):

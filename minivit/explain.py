@@ -20,7 +20,7 @@ import numpy as np
 from .attention_steps import (  # noqa: F401  (re-exported: the public API of explain)
     _LECTURE, _MAX_DECIMALS, _WEIGHT_KEYS, ROUNDINGS, AttentionSteps, MultiHeadSteps,
     _as_matrix, _check_decimals, _shape, lecture_example, multi_head_steps,
-    round_weights, self_attention_steps,
+    is_lecture_example, round_weights, self_attention_steps,
 )
 from .attention_steps import format_number as _num
 from .errors import ConfigError
@@ -91,7 +91,11 @@ def _steps_lines(st, decimals, indent=""):
     out += ["", f"{indent}6. Attention weights  a_ij = {what}, exact (each row sums to 1)"]
     out += [f"{i1}token {i + 1}: {_vec(row, decimals)}" for i, row in enumerate(st.softmax)]
 
-    how = ("each row still summing to 1, as on the slides" if st.rounding == "sum-to-one"
+    # "as on the slides" only for the lecture's own numbers: a student's matrices were
+    # never on a slide
+    slides = is_lecture_example(st)
+    as_slides = ", as on the slides" if slides else ""
+    how = (f"each row still summing to 1{as_slides}" if st.rounding == "sum-to-one"
            else "each to the nearest")
     out += ["", f"{indent}7. Attention weights rounded to {r} decimal{'s' if r != 1 else ''} "
                 f"({how})"]
@@ -100,7 +104,7 @@ def _steps_lines(st, decimals, indent=""):
             f"   (sums to {_num(row.sum(), decimals)}, not 1: rounding)"
         out.append(f"{i1}token {i + 1}: {_vec(row, r, fixed=True)}{note}")
 
-    out += ["", f"{indent}8. Weighted values  a_ij · v_j  (rounded weights, as on the slides)"]
+    out += ["", f"{indent}8. Weighted values  a_ij · v_j  (rounded weights{as_slides})"]
     for i in range(N):
         pad = " " * len(f"token {i + 1}: ")
         for j in range(N):
@@ -113,7 +117,8 @@ def _steps_lines(st, decimals, indent=""):
     out += [f"{i1}token {i + 1}: z_{i + 1} = {_vec(row, decimals)}"
             for i, row in enumerate(st.outputs)]
 
-    out += ["", f"{indent}10. Outputs from the rounded weights (the slides' numbers)"]
+    whose = " (the slides' numbers)" if slides else ""
+    out += ["", f"{indent}10. Outputs from the rounded weights{whose}"]
     out += [f"{i1}token {i + 1}: z_{i + 1} = {_vec(row, decimals)}"
             for i, row in enumerate(st.outputs_rounded)]
     return out
@@ -335,23 +340,60 @@ def parse_matrix(text, name="matrix"):
 
 # ----------------------------------------------------------------------------- command line
 
+_EPILOG = """\
+matrices on the command line:
+  rows separated by ';', entries by ','; quote them for the shell. Negative entries
+  work as written: --x "-1,0;0,2" (no --x=... needed).
+
+several heads through flags:
+  give --wq, --wk and --wv once per head, in the same order: the first --wq, --wk,
+  --wv form head 1, the second ones head 2, and so on. --wo then projects the
+  concatenated heads (H*d_v rows).
+    minivit attention-example --x "1,0;0,1" --wq "1,0;0,1" --wk "1,0;0,1" \\
+        --wv "1,0;0,1" --wq "0,1;1,0" --wk "0,1;1,0" --wv "1,1;0,1" \\
+        --wo "1,0;0,1;1,0;0,1"
+
+example file (--file PATH), JSON:
+  one head:     {"x": [[1, 0], [0, 1]], "W_Q": [[...]], "W_K": [[...]], "W_V": [[...]]}
+  several:      {"x": [[...]],
+                 "heads": [{"W_Q": [[...]], "W_K": [[...]], "W_V": [[...]]},
+                           {"W_Q": [[...]], "W_K": [[...]], "W_V": [[...]]}],
+                 "W_O": [[...]]}
+  every matrix is a list of rows; W_O is optional; keys starting with "_" and
+  "description" are comments. .npz files use the same names (heads as
+  heads/0/W_Q, heads/0/W_K, ... or 3-D stacked W_Q/W_K/W_V). A complete two-head
+  file ships as --example two_heads.
+"""
+
+
+def _matrix_text(text):
+    """argparse ``type`` for matrices: keep the text; parsed later with the flag's name."""
+    return text
+
+
 def configure_parser(parser):
     """Flags of ``minivit attention-example``."""
+    import argparse
     parser.description = (
         "Print self-attention step by step. Without arguments: the lecture's 3-token "
         "example, unscaled (as in the lecture) and scaled by 1/sqrt(d_k) (as in ViT). "
-        "Matrices on the command line: rows separated by ';', entries by ','; quote them, "
-        "and write --x=-1,2 when the first entry is negative. Any matrix given replaces "
-        "the lecture's (or the file's).")
+        "Any matrix given replaces the lecture's (or the file's).")
+    parser.epilog = _EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    # A matrix such as "-1,0;2,3" starts with '-': argparse would take it for an unknown
+    # flag (its rule only knows plain negative numbers like -1 or -.5). This command has
+    # no flag that starts with a digit, so anything "-<digit>" is a value here.
+    parser._negative_number_matcher = re.compile(r"^-\.?\d")
     src = parser.add_argument_group("numbers")
     src.add_argument("--file", metavar="PATH",
-                     help="JSON or .npz with x, W_Q, W_K, W_V (or x, heads, W_O)")
+                     help="JSON or .npz with x, W_Q, W_K, W_V (or x, heads, W_O); format below")
     src.add_argument("--example", metavar="NAME",
                      help="a packaged example: lecture_example or two_heads")
     src.add_argument("--x", metavar="M", help='tokens, e.g. "1,0,1,0;0,2,0,2;1,1,1,1"')
-    src.add_argument("--wq", metavar="M", help="W_Q (d_in × d_k)")
-    src.add_argument("--wk", metavar="M", help="W_K (d_in × d_k)")
-    src.add_argument("--wv", metavar="M", help="W_V (d_in × d_v)")
+    for flag, key, shape in (("wq", "W_Q", "d_in × d_k"), ("wk", "W_K", "d_in × d_k"),
+                             ("wv", "W_V", "d_in × d_v")):
+        src.add_argument(f"--{flag}", metavar="M", action="append", type=_matrix_text,
+                         help=f"{key} ({shape}); repeat once per head for several heads")
     src.add_argument("--wo", metavar="M",
                      help="W_O (H·d_v × D_out): multi-head output projection")
     out = parser.add_argument_group("printing")
@@ -361,10 +403,46 @@ def configure_parser(parser):
     out.add_argument("--decimals", type=int, default=6, metavar="N",
                      help="decimals printed (default 6)")
     out.add_argument("--round", type=int, default=1, metavar="N", dest="round",
-                     help="decimals of the slides' rounded weights (default 1)")
+                     help="decimals of the rounded weights (default 1, as on the slides)")
     out.add_argument("--rounding", choices=ROUNDINGS, default="sum-to-one",
                      help="how weights are rounded: sum-to-one (rows still sum to 1, the "
-                          "slides' numbers; default) or nearest")
+                          "slides' rule; default) or nearest")
+
+
+def _flag_heads(args, ex):
+    """Apply --wq/--wk/--wv to the example ``ex`` (a dict from a file or the lecture).
+
+    Each flag may be given once per head. Given at most once each, they replace the
+    single head's matrices one by one (the others stay the lecture's or the file's);
+    given more than once, all three must come the same number of times and they define
+    every head (head h = the h-th --wq, --wk, --wv)."""
+    given = {key: getattr(args, flag) or [] for flag, key in
+             (("wq", "W_Q"), ("wk", "W_K"), ("wv", "W_V"))}
+    counts = {key: len(v) for key, v in given.items()}
+    if max(counts.values()) == 0:
+        return ex
+    if max(counts.values()) == 1:
+        if "heads" in ex:
+            flag = next(f for f, k in (("wq", "W_Q"), ("wk", "W_K"), ("wv", "W_V"))
+                        if counts[k])
+            raise ConfigError(f"--{flag} cannot replace a weight of a multi-head example "
+                              f"(it has {len(ex['heads'])} heads); give --wq, --wk and --wv "
+                              f"once per head, or edit the file")
+        for key, texts in given.items():
+            if texts:
+                ex[key] = parse_matrix(texts[0], f"--w{key[2].lower()}")
+        return ex
+    if len(set(counts.values())) != 1:
+        said = ", ".join(f"--w{k[2].lower()} {n}×" for k, n in counts.items())
+        raise ConfigError(f"several heads need --wq, --wk and --wv once per head, the same "
+                          f"number of times; got {said}")
+    H = counts["W_Q"]
+    heads = [{key: parse_matrix(given[key][h], f"head {h + 1} --w{key[2].lower()}")
+              for key in _WEIGHT_KEYS} for h in range(H)]
+    for key in _WEIGHT_KEYS:
+        ex.pop(key, None)
+    ex["heads"] = heads
+    return ex
 
 
 def _parse_scale(text):
@@ -403,13 +481,10 @@ def cli_run(args):
     ex = lecture_example()
     if args.file or args.example:
         ex = load_example_file(args.file or example_path(args.example))
-    for flag, key in (("x", "x"), ("wq", "W_Q"), ("wk", "W_K"), ("wv", "W_V"), ("wo", "W_O")):
-        text = getattr(args, flag)
-        if text is not None:
-            if key in _WEIGHT_KEYS and "heads" in ex:
-                raise ConfigError(f"--{flag} cannot replace a weight of a multi-head file "
-                                  f"(it has {len(ex['heads'])} heads); edit the file instead")
-            ex[key] = parse_matrix(text, f"--{flag}")
+    for flag, key in (("x", "x"), ("wo", "W_O")):
+        if getattr(args, flag) is not None:
+            ex[key] = parse_matrix(getattr(args, flag), f"--{flag}")
+    ex = _flag_heads(args, ex)
     scales = [None, True] if args.scale is None else [_parse_scale(args.scale)]
 
     texts = []
