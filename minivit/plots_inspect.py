@@ -48,11 +48,14 @@ def _upsample(m, shape):
     return m[ry][:, rx]
 
 
-def plot_attention_heads(image, attention, grid, layer=0, query=0, path=None):
+def plot_attention_heads(image, attention, grid, layer=0, query=0, path=None,
+                         image_name=None):
     """One layer's attention of one image, a panel per head, overlaid on the image.
 
     image: (H, W, C); attention: (heads, N+1, N+1) for that image; grid: (G_h, G_w);
-    query: the query token whose row is drawn (0, the class token, by default).
+    layer: the layer's index (0-based, as in ``model.last_attention``; titles number
+    layers and heads from 1, as the notebooks do); query: the query token whose row is
+    drawn (0, the class token, by default); image_name: which image this is (the title).
     """
     A = np.asarray(attention)
     H = A.shape[0]
@@ -60,24 +63,28 @@ def plot_attention_heads(image, attention, grid, layer=0, query=0, path=None):
     fig = _figure((2.0 * (H + 1), 2.3))
     axes = fig.subplots(1, H + 1, squeeze=False)[0]
     axes[0].imshow(img)
-    axes[0].set_title("input")
+    axes[0].set_title("input", fontsize=8)
+    who = "class token" if query == 0 else f"token {query}"
+    fig.suptitle(f"{image_name + ': ' if image_name else ''}attention of the {who} in "
+                 f"layer {layer + 1} (heads numbered from 1)", fontsize=9)
     for h in range(H):
         m = A[h, query, 1:].reshape(grid)
         m = m / max(m.max(), 1e-12)
         axes[h + 1].imshow(img)
         axes[h + 1].imshow(_upsample(m, img.shape[:2]), cmap="inferno", alpha=0.6,
                            vmin=0, vmax=1)
-        axes[h + 1].set_title(f"layer {layer}, head {h}", fontsize=8)
+        axes[h + 1].set_title(f"layer {layer + 1}, head {h + 1}", fontsize=8)
     for ax in axes:
         ax.axis("off")
     return _save(fig, path)
 
 
-def plot_rollout(images, maps, path=None, max_images=8):
+def plot_rollout(images, maps, path=None, max_images=8, image_names=None):
     """Attention rollout (Abnar & Zuidema; paper Fig. 6): each input image above the
     class token's rollout map (normalised to its max) multiplied onto it.
 
-    images: (B, H, W, C); maps: (B, G_h, G_w) from :func:`minivit.inspect.cls_rollout_map`.
+    images: (B, H, W, C); maps: (B, G_h, G_w) from :func:`minivit.inspect.cls_rollout_map`;
+    image_names: B titles saying which image each column shows (default "image 1" …).
     """
     B = min(len(images), len(maps), max_images)
     fig = _figure((2.0 * B, 4.2))
@@ -90,8 +97,11 @@ def plot_rollout(images, maps, path=None, max_images=8):
         axes[1, i].imshow(img * m[..., None] if img.ndim == 3 else img * m)
         axes[0, i].axis("off")
         axes[1, i].axis("off")
-    axes[0, 0].set_title("input", fontsize=8, loc="left")
+        name = image_names[i] if image_names is not None else f"image {i + 1}"
+        axes[0, i].set_title(name.replace(" (", "\n("), fontsize=7)
     axes[1, 0].set_title("attention rollout", fontsize=8, loc="left")
+    fig.suptitle("top: input; bottom: what the class token attends to through all layers",
+                 fontsize=9)
     return _save(fig, path)
 
 
@@ -104,13 +114,13 @@ def plot_mean_distance(distances, path=None, image_size=None):
     L, H = d.shape
     fig = _figure((4.5, 3.5))
     ax = fig.subplots()
-    for h in range(H):
-        ax.scatter(np.arange(L), d[:, h], s=14, label=f"head {h}")
+    for h in range(H):                       # layers and heads numbered from 1
+        ax.scatter(np.arange(1, L + 1), d[:, h], s=14, label=f"head {h + 1}")
     ax.set_xlabel("network depth (layer)")
     ax.set_ylabel("mean attention distance (pixels)")
     if image_size:
         ax.set_ylim(0, image_size)
-    ax.set_xticks(np.arange(L))
+    ax.set_xticks(np.arange(1, L + 1))
     if H <= 16:
         ax.legend(fontsize=6, ncol=2)
     return _save(fig, path)
