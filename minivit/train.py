@@ -182,6 +182,7 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
     from .checkpoint import load_checkpoint, require_training_state, save_checkpoint
     from .data.augment import Augmenter
     from .data.batches import BatchLoader
+    from .data.sources import checkpoint_meta
     from .evaluate import evaluate
     from .model import ViT
     from .optim import SGD, AdamW, LRSchedule, clip_grad_norm
@@ -255,7 +256,7 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
             return
         save_checkpoint(ckpt_path, model, opt, epoch=epoch_, batch=batch_, step=step,
                         settings=s.to_dict(), history=history, elapsed=elapsed,
-                        running=running_, seed=s.seed)
+                        running=running_, seed=s.seed, **checkpoint_meta(data))
 
     interrupted = None
     start_epoch = epoch
@@ -409,6 +410,10 @@ def configure_parser(p):
                          "user cache; downloaded on first use)")
     io.add_argument("--synthetic", action="store_true",
                     help="train on a small synthetic set instead of CIFAR-10 (no data needed)")
+    io.add_argument("--data-folder", default=None, metavar="DIR",
+                    help="train on your own images: one sub-folder per class (or train/ and "
+                         "test/ holding those), resized to the model's image size; 20%% of "
+                         "each class is held out for testing when there is no test/")
     io.add_argument("--limit-train", type=int, default=None)
     io.add_argument("--limit-test", type=int, default=None)
     io.add_argument("--out", default="runs/latest", help="output directory")
@@ -444,6 +449,14 @@ def cli_run(args):
                       eval_every=args.eval_every)
     s.validate()
     data = None
+    if args.data_folder:
+        from .data.folder import load_folder_dataset
+        data = load_folder_dataset(args.data_folder, config.image_size,
+                                   limit_train=args.limit_train, limit_test=args.limit_test)
+        if args.num_classes is not None and args.num_classes != len(data["classes"]):
+            raise ConfigError(f"--num-classes {args.num_classes}, but {args.data_folder} has "
+                              f"{len(data['classes'])} class folders")
+        config = config.replace(num_classes=len(data["classes"]))
     if args.synthetic:
         from .data.synthetic import make_synthetic
         data = make_synthetic(n_train=args.limit_train or 1024, n_test=args.limit_test or 256,

@@ -48,3 +48,16 @@ def load_dataset(spec="cifar10", image_size=32, *, data_dir=None, limit_train=No
                         f"images (one sub-folder per class)")
     return load_folder_dataset(spec, image_size, test_fraction, seed,
                                limit_train=limit_train, limit_test=limit_test)
+
+
+def checkpoint_meta(data: dict) -> dict:
+    """What a checkpoint should remember of the data it was trained on: the class names
+    (so predict and eval print them) and, for an image folder, where it is and how it was
+    split (so ``minivit eval`` finds the same held-out images)."""
+    meta = {}
+    if "classes" in data:
+        meta["classes"] = [str(c) for c in data["classes"]]
+    source = data.get("source")
+    if isinstance(source, dict) and source.get("kind") == "image-folder":
+        meta["data_source"] = dict(source)
+    return meta
