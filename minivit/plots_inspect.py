@@ -126,47 +126,71 @@ def plot_mean_distance(distances, path=None, image_size=None):
     return _save(fig, path)
 
 
+def _mosaic(tiles, cols, gap=1):
+    """Tiles (k, h, w[, c]) laid out on one canvas, ``cols`` per row, NaN-filled gaps
+    (drawn blank). One ``imshow`` of a mosaic instead of one Axes per tile: a 64-tile
+    figure draws in a fraction of a second instead of seconds."""
+    k, h, w = tiles.shape[:3]
+    rows = -(-k // cols)
+    canvas = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap) + tiles.shape[3:],
+                     np.nan)
+    for i in range(k):
+        r, c = divmod(i, cols)
+        canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tiles[i]
+    return canvas
+
+
 def plot_pos_embed_similarity(similarity, path=None):
     """Position-embedding similarity as a grid of grids (paper Fig. 7 centre): the tile at
-    (r, c) shows patch (r, c)'s cosine similarity with every patch.
+    (r, c) shows patch (r, c)'s cosine similarity with every patch (rows and columns of
+    patches numbered from 1).
 
     similarity: (G_h, G_w, G_h, G_w) from :func:`minivit.inspect.pos_embed_similarity`.
     """
-    S = np.asarray(similarity)
+    S = np.asarray(similarity, dtype=np.float64)
     gh, gw = S.shape[:2]
-    fig = _figure((max(4.0, 0.5 * gw), max(4.0, 0.5 * gh)))
-    axes = fig.subplots(gh, gw, squeeze=False)
-    im = None
-    for r in range(gh):
-        for c in range(gw):
-            im = axes[r, c].imshow(S[r, c], vmin=-1, vmax=1, cmap="viridis")
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-    fig.suptitle("position embedding similarity")
-    fig.colorbar(im, ax=axes, shrink=0.6, label="cosine similarity")
+    fig = _figure((max(4.0, 0.5 * gw + 1), max(4.0, 0.5 * gh)))
+    ax = fig.subplots()
+    im = ax.imshow(_mosaic(S.reshape(gh * gw, gh, gw), gw), vmin=-1, vmax=1,
+                   cmap="viridis", interpolation="nearest")
+    ax.set_xticks([c * (gw + 1) + (gw - 1) / 2 for c in range(gw)], range(1, gw + 1))
+    ax.set_yticks([r * (gh + 1) + (gh - 1) / 2 for r in range(gh)], range(1, gh + 1))
+    ax.set(xlabel="input patch column", ylabel="input patch row")
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    ax.set_title("position embedding similarity")
+    fig.colorbar(im, ax=ax, shrink=0.6, label="cosine similarity")
     return _save(fig, path)
 
 
 def plot_embedding_filters(components, explained=None, path=None, cols=7):
     """RGB embedding filters (paper Fig. 7 left): the principal components of E, each
-    rescaled to [0, 1] on its own for display.
+    rescaled to [0, 1] on its own for display, numbered from 1 in order of variance.
 
-    components: (k, P, P, C); explained: (k,) variance ratios for the titles.
+    components: (k, P, P, C); explained: (k,) variance ratios, printed under each.
     """
-    comp = np.asarray(components)
-    k = comp.shape[0]
-    rows = int(np.ceil(k / cols))
+    comp = np.asarray(components, dtype=np.float64)
+    k, P = comp.shape[0], comp.shape[1]
+    lo = comp.reshape(k, -1).min(axis=1)[:, None, None, None]
+    hi = comp.reshape(k, -1).max(axis=1)[:, None, None, None]
+    comp = (comp - lo) / np.maximum(hi - lo, 1e-12)
+    rgb = comp.shape[-1] == 3
+    tiles = comp if rgb else comp[..., 0]
+    cols = min(cols, k)
+    rows = -(-k // cols)
+    gap = max(1, P // 2)
+    canvas = _mosaic(tiles, cols, gap)
+    if rgb:                                  # blank (white) gaps in an RGB image
+        canvas = np.where(np.isnan(canvas), 1.0, canvas)
     fig = _figure((1.2 * cols, 1.3 * rows + 0.4))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.axis("off")
-        if i >= k:
-            continue
-        f = comp[i]
-        f = (f - f.min()) / max(f.max() - f.min(), 1e-12)
-        ax.imshow(f if f.shape[-1] == 3 else f[..., 0], cmap=None if f.shape[-1] == 3 else "gray",
-                  interpolation="nearest")
-        if explained is not None:
-            ax.set_title(f"{100 * explained[i]:.1f}%", fontsize=6)
+    ax = fig.subplots()
+    ax.imshow(canvas, cmap=None if rgb else "gray", interpolation="nearest")
+    ax.axis("off")
+    if explained is not None:
+        for i in range(k):
+            r, c = divmod(i, cols)
+            ax.text(c * (P + gap) + (P - 1) / 2, r * (P + gap) + P - 0.3,
+                    f"{i + 1}: {100 * explained[i]:.1f}%", ha="center", va="top", fontsize=6)
     fig.suptitle("RGB embedding filters (first principal components)")
     return _save(fig, path)
