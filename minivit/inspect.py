@@ -327,6 +327,8 @@ def inspect_checkpoint(checkpoint, out, data_dir=None, n_images=8, backend="nump
     written.append(str(out / "mean_attention_distance.png"))
     info = {"checkpoint": str(checkpoint), "images": int(n_images), "source": source,
             "units": "pixels", "config": c.to_dict(),
+            "layout": "mean_attention_distance[l][h] is layer l+1, head h+1 (figures and "
+                      "file names number layers and heads from 1)",
             "mean_attention_distance": dist.tolist()}
     with open(out / "mean_attention_distance.json", "w") as f:
         json.dump(info, f, indent=1)
