@@ -99,12 +99,16 @@ def _test_data(args, model, meta, ckpt, classes):
     from .data.sources import load_dataset
     c = model.config
     folder = args.data_folder or meta.get("data_source")
+    if not args.data_folder and folder and not Path(folder.get("folder", "")).is_dir():
+        raise ConfigError(f"{ckpt} was trained on the images in {folder.get('folder')}, "
+                          f"which is no longer there; give --data-folder DIR")
     if folder:
         d = load_dataset(folder, c.image_size, limit_train=0, limit_test=args.limit)
         if tuple(d["classes"]) != tuple(classes):
             raise ConfigError(f"{ckpt} was trained on classes {list(classes)}, the image "
                               f"folder has {list(d['classes'])}")
-        return d["x_test"], d["y_test"], d["classes"], f"held-out images of {d['source']['folder']}"
+        held = "held-out" if d["source"].get("split") == "held-out" else "test"
+        return d["x_test"], d["y_test"], d["classes"], f"{held} images of {d['source']['folder']}"
     if c.num_classes != 10 or c.image_size != 32 or c.channels != 3:
         raise ConfigError(f"{ckpt}: a model for {c.image_size}x{c.image_size}x{c.channels} "
                           f"images and {c.num_classes} classes cannot be evaluated on "
