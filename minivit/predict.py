@@ -107,7 +107,7 @@ def configure_parser(p):
     p.add_argument("--top", type=int, default=5, help="how many classes to list (default 5)")
 
 
-def _describe_classes(classes, meta, path):
+def _describe_classes(classes, path):
     from .data.cifar10 import CLASSES
     from .hub import is_bundled
     name = f"{Path(path).stem} (bundled)" if is_bundled(path) else str(path)
@@ -138,7 +138,7 @@ def cli_run(args):
     for _, message in errors:
         print(f"minivit predict: error: {message}", file=sys.stderr)
     if ok:
-        print(_describe_classes(classes, meta, ckpt))
+        print(_describe_classes(classes, ckpt))
         print(f"each image is resized to {S}x{S} pixels, the model's input size")
     for path, (w, h), top in zip(ok, sizes, top_k(model, x, classes, min(args.top, len(classes)))):
         print(f"{path}  ({w}x{h})")
