@@ -8,15 +8,24 @@ DATA   ?= ../shared/data
 
 .PHONY: venv demo test cifar10-60min bench clean
 
+# `make test` needs the dev tools and PyTorch (the test oracle); `make demo` only the
+# runtime (NumPy, Numba, Matplotlib, tqdm, Pillow): two stamps, so the demo never pulls
+# torch or Jupyter.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev,oracle]"
 	touch $@
 
+$(VENV)/.runtime: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
 venv: $(VENV)/.installed
 
-demo: venv
+demo: $(VENV)/.runtime
 	$(PY) -m minivit.cli attention-example
 	$(PY) -m minivit.cli train --preset cifar10-tiny --epochs 1 --data-dir $(DATA) --backend numba --out runs/demo
 

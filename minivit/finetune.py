@@ -109,6 +109,7 @@ def finetune(checkpoint, out, image_size=None, num_classes=None, *, data=None,
     returns.
     """
     from minivit.checkpoint import load_checkpoint
+    from minivit.hub import resolve_checkpoint
     from minivit.train import recipe_settings, train
     if limit is not None:
         overrides.setdefault("limit_train", limit)
@@ -120,6 +121,7 @@ def finetune(checkpoint, out, image_size=None, num_classes=None, *, data=None,
                      settings=settings, **typed, **overrides)
     # Validated once, here, before the checkpoint and the data set are read (or downloaded).
     s = recipe_settings(settings, typed, RECIPE).validate()
+    checkpoint = resolve_checkpoint(checkpoint)      # "default", a run folder or a file
     ck = load_checkpoint(checkpoint)
     old = ck["config"]
     new = old.replace(image_size=old.image_size if image_size is None else image_size,
@@ -138,7 +140,8 @@ def configure_parser(p):
     """``minivit finetune CKPT --image-size 48 --num-classes 10 --epochs E --lr 0.01 --out DIR``."""
     from minivit.flags import add_flags
     from minivit.train import add_run_flags
-    p.add_argument("checkpoint", help="minivit checkpoint (.npz) to start from")
+    p.add_argument("checkpoint", help="checkpoint .npz to start from, a run folder (its "
+                   "checkpoint.npz), or 'default' for the bundled CIFAR-10 model")
     add_flags(p, ViTConfig, only=("image_size", "num_classes"), title="the new model", help={
         "image_size": "fine-tuning resolution; images are resized bilinearly, position "
                       "embeddings resampled (default: the checkpoint's)",

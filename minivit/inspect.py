@@ -10,7 +10,8 @@
 * :func:`embedding_filters_pca` — principal components of the patch projection E
   (Fig. 7 left): plausible basis functions for the structure inside a patch.
 
-CLI: ``minivit inspect CKPT --out DIR [--data-dir D] [--images N]``.
+CLI: ``minivit inspect [CKPT] --out DIR [--data-dir D] [--images N]`` (CKPT: a file, a
+run folder or ``default``). Layers and heads are numbered from 1 in files and figures.
 """
 from __future__ import annotations
 
@@ -195,24 +196,41 @@ def embedding_filters_pca(model, k=28, center=True):
 
 
 # ---------------------------------------------------------------------- data for the CLI
-def load_images(n, image_size, data_dir=None, seed=0, channels=3, verbose=True):
-    """n test images for inspection: CIFAR-10's test set when it can be found (no
-    download), else smooth random synthetic images, with a message saying so.
+SYNTHETIC_NOTE = ("SYNTHETIC images (random colour blobs, not photographs): the attention "
+                  "maps show how the model reacts to them, not to real objects")
+
+
+def load_images(n, image_size, data_dir=None, seed=0, channels=3, verbose=True,
+                data_source=None):
+    """n test images for inspection: the model's own image folder (``data_source``, a
+    checkpoint's record) or CIFAR-10's test set when it can be found (never downloaded),
+    else smooth random synthetic images, with a message saying so and how to point at
+    the data (``--data-dir`` / ``$MINIVIT_DATA_DIR``).
 
     Returns (uint8 images (n, image_size, image_size, C) for display, normalised float32
-    model input, labels (n,) or None, source string).
+    model input, labels (n,) or None, source string: "cifar10", "image-folder" or
+    "synthetic").
     """
+    from minivit.errors import DataError
     imgs = labels = None
     source = "synthetic"
-    if channels == 3:
+    if data_source and channels == 3:
+        from minivit.data.sources import load_dataset
+        d = load_dataset(data_source, image_size, limit_train=0, limit_test=n)
+        imgs, labels, source = d["x_test"][:n], d["y_test"][:n], "image-folder"
+    elif channels == 3:
         try:
             from minivit.data import load_cifar10
             d = load_cifar10(data_dir, download=False, progress=False, limit_train=0,
                              limit_test=n, expected_counts=None)
             imgs, labels, source = d["x_test"][:n], d["y_test"][:n], "cifar10"
-        except Exception as e:              # any failure → synthetic, said out loud
+        except (DataError, OSError) as e:    # no data here → synthetic, said out loud
             if verbose:
-                print(f"CIFAR-10 not available ({e}); using synthetic images")
+                print(f"note: CIFAR-10 not found ({_why(e)}); using {SYNTHETIC_NOTE}. To "
+                      f"inspect real test images pass --data-dir FOLDER or set "
+                      f"MINIVIT_DATA_DIR=FOLDER (a folder holding cifar-10-binary.tar.gz)")
+    elif verbose:
+        print(f"note: a {channels}-channel model; using {SYNTHETIC_NOTE}")
     if imgs is None:
         rng = np.random.default_rng(seed)
         # Low-frequency colour blobs: a coarse random grid upsampled, so attention has
@@ -224,6 +242,24 @@ def load_images(n, image_size, data_dir=None, seed=0, channels=3, verbose=True):
         from minivit.finetune import resize_images
         imgs = resize_images(imgs, image_size)
     return imgs, normalize_images(imgs), labels, source
+
+
+def _why(e) -> str:
+    """The first clause of a data error (its hint about download=True is for Python)."""
+    text = " ".join(str(e).split())
+    return text.split("; ")[0].removeprefix("CIFAR-10 not found: ")
+
+
+def image_names(source, labels, classes, n):
+    """Titles saying which image each figure shows: "CIFAR-10 test image 1 (cat)",
+    "synthetic image 2", numbered from 1 like layers and heads."""
+    what = {"cifar10": "CIFAR-10 test image", "image-folder": "test image"}.get(
+        source, "synthetic image")
+    names = []
+    for i in range(n):
+        label = f" ({classes[int(labels[i])]})" if labels is not None and classes else ""
+        names.append(f"{what} {i + 1}{label}")
+    return names
 
 
 def normalize_images(imgs_uint8):
@@ -238,12 +274,17 @@ def normalize_images(imgs_uint8):
 
 # ---------------------------------------------------------------------- CLI
 def configure_parser(p):
-    """``minivit inspect CKPT --out DIR [--data-dir D] [--images N]``."""
+    """``minivit inspect [CKPT] --out DIR [--data-dir D] [--images N]``."""
     from .flags import add_backend_flag
-    p.add_argument("checkpoint", help="minivit checkpoint (.npz)")
+    p.add_argument("checkpoint", nargs="?", default="default",
+                   help="checkpoint .npz, a run folder (its checkpoint.npz), or 'default' for "
+                        "the bundled CIFAR-10 model (default: default)")
     p.add_argument("--out", required=True, help="directory for the PNGs and JSON")
-    p.add_argument("--data-dir", default=None, help="CIFAR-10 location (no download)")
-    p.add_argument("--images", type=int, default=8, help="number of test images")
+    p.add_argument("--data-dir", default=None,
+                   help="CIFAR-10 location (default: $MINIVIT_DATA_DIR, else the user cache; "
+                        "never downloaded here: without it, synthetic images are used and "
+                        "the output says so)")
+    p.add_argument("--images", type=int, default=8, help="number of test images (default 8)")
     add_backend_flag(p, default="numpy")
 
 
@@ -252,25 +293,33 @@ def inspect_checkpoint(checkpoint, out, data_dir=None, n_images=8, backend="nump
     """Everything of §4.5 for one checkpoint, written to ``out``: attention maps of the
     first image (one PNG per layer), rollout overlays, mean attention distance vs depth
     (PNG + ``mean_attention_distance.json``), position-embedding similarity, embedding
-    filters. Returns a dict of the paths written and the distances."""
+    filters. Layers and heads are numbered from 1 in file names and figures, as in the
+    notebooks. checkpoint: a path, a run folder or ``default``. Returns a dict of the
+    paths written and the distances."""
     from minivit import plots_inspect as pi
     from minivit.checkpoint import load_model
+    from minivit.hub import class_names, resolve_checkpoint
     if n_images < 1:
         raise ConfigError(f"--images must be >= 1, got {n_images}")
-    model, _ = load_model(checkpoint, backend=backend)
+    checkpoint = resolve_checkpoint(checkpoint)
+    model, meta = load_model(checkpoint, backend=backend)
     c = model.config
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     imgs, x, labels, source = load_images(n_images, c.image_size, data_dir,
-                                          channels=c.channels, verbose=verbose)
+                                          channels=c.channels, verbose=verbose,
+                                          data_source=meta.get("data_source"))
+    names = image_names(source, labels, class_names(meta, c.num_classes, checkpoint),
+                        len(imgs))
     atts = attention_maps(model, x)
     written = []
     for layer, A in enumerate(atts):
-        pth = out / f"attention_layer{layer}.png"
-        pi.plot_attention_heads(imgs[0], A[0], c.grid, layer=layer, path=pth)
+        pth = out / f"attention_layer{layer + 1}.png"
+        pi.plot_attention_heads(imgs[0], A[0], c.grid, layer=layer, path=pth,
+                                image_name=names[0])
         written.append(str(pth))
     maps = cls_rollout_map(atts, c.grid)
-    pi.plot_rollout(imgs, maps, path=out / "rollout.png")
+    pi.plot_rollout(imgs, maps, path=out / "rollout.png", image_names=names)
     written.append(str(out / "rollout.png"))
     dist = mean_attention_distance(atts, c.grid, c.patch_size, c.S)
     pi.plot_mean_distance(dist, path=out / "mean_attention_distance.png",
@@ -278,6 +327,8 @@ def inspect_checkpoint(checkpoint, out, data_dir=None, n_images=8, backend="nump
     written.append(str(out / "mean_attention_distance.png"))
     info = {"checkpoint": str(checkpoint), "images": int(n_images), "source": source,
             "units": "pixels", "config": c.to_dict(),
+            "layout": "mean_attention_distance[l][h] is layer l+1, head h+1 (figures and "
+                      "file names number layers and heads from 1)",
             "mean_attention_distance": dist.tolist()}
     with open(out / "mean_attention_distance.json", "w") as f:
         json.dump(info, f, indent=1)
@@ -290,7 +341,8 @@ def inspect_checkpoint(checkpoint, out, data_dir=None, n_images=8, backend="nump
     pi.plot_embedding_filters(comps, ratio, path=out / "embedding_filters.png")
     written.append(str(out / "embedding_filters.png"))
     if verbose:
-        print(f"inspected {checkpoint} on {n_images} {source} images; wrote "
+        what = {"cifar10": "CIFAR-10 test", "image-folder": "test"}.get(source, "SYNTHETIC")
+        print(f"inspected {checkpoint} on {len(imgs)} {what} images; wrote "
               f"{len(written)} files to {out}")
     return {"written": written, "mean_attention_distance": dist, "source": source}
 

@@ -338,3 +338,53 @@ class ViT:
             e = np.exp(logits - logits.max(axis=1, keepdims=True))
             out.append(e / e.sum(axis=1, keepdims=True))
         return np.concatenate(out, axis=0)
+
+    # ------------------------------------------------------------------ description
+    def parameter_counts(self) -> dict[str, int]:
+        """Scalars per part of the model, in the order of the paper's equations:
+        ``patch embedding (E)`` (Eq. 1), ``class token``, ``position embeddings
+        (E_pos)``, then per block ``block i: attention (MSA)`` (Eq. 2, with its LN),
+        ``block i: MLP`` (Eq. 3, with its LN), ``final LayerNorm`` (Eq. 4) and ``head``
+        (with the pre-logits layer when there is one). Blocks are numbered from 1.
+        The counts add up to :meth:`num_params`."""
+        counts: dict[str, int] = {}
+        for name, v in self.params.items():
+            parts = name.split(".")
+            if parts[0] == "patch_embed":
+                part = "patch embedding (E)"
+            elif parts[0] == "cls_token":
+                part = "class token"
+            elif parts[0].startswith("pos_embed"):
+                part = "position embeddings (E_pos)"
+            elif parts[0] == "blocks":
+                sub = "attention (MSA)" if parts[2] in ("norm1", "attn") else "MLP"
+                part = f"block {int(parts[1]) + 1}: {sub}"
+            elif parts[0] == "norm":
+                part = "final LayerNorm"
+            else:                           # head, pre_logits
+                part = "head"
+            counts[part] = counts.get(part, 0) + int(np.prod(v.shape))
+        return counts
+
+    def summary(self) -> str:
+        """A table of the model: its shape (image, P, N, D, depth, heads, MLP width,
+        classes), the parameters of every part (:meth:`parameter_counts`), the total,
+        dtype and backend. Returns the text."""
+        c = self.config
+        lines = [f"ViT: {c.image_size}x{c.image_size}x{c.channels} images, "
+                 f"P={c.patch_size} (stride {c.S}) -> N={c.num_patches} patches, D={c.dim}, "
+                 f"depth {c.depth}, {c.heads} heads (D_h={c.dim // c.heads}), "
+                 f"MLP {c.mlp_dim}, {c.num_classes} classes",
+                 f"{'part':<32s}{'parameters':>12s}"]
+        for part, n in self.parameter_counts().items():
+            lines.append(f"{part:<32s}{n:>12,d}")
+        lines.append(f"{'total':<32s}{self.num_params():>12,d}")
+        lines.append(f"dtype {self.dtype}, backend {getattr(self.be, 'name', type(self.be).__name__)}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"ViT(image_size={c.image_size}, patch_size={c.patch_size}, dim={c.dim}, "
+                f"depth={c.depth}, heads={c.heads}, mlp_dim={c.mlp_dim}, "
+                f"num_classes={c.num_classes}, params={self.num_params():,}, "
+                f"dtype={self.dtype}, backend={getattr(self.be, 'name', type(self.be).__name__)})")

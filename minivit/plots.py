@@ -40,8 +40,24 @@ def plot_training_curves(history, path=None):
     ax2.legend()
     ax3.plot(ep, [h["lr"] for h in history], "o-")
     ax3.set(xlabel="epoch", ylabel="learning rate (end of epoch)", title="schedule")
+    from matplotlib.ticker import MaxNLocator
     for ax in (ax1, ax2, ax3):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
+    if len(ep) <= 3:
+        # A short run has one point per epoch and curve: widen the axis around them and
+        # print each value, so a one-epoch run reads as numbers, not as stray dots.
+        for ax in (ax1, ax2, ax3):
+            ax.set_xlim(min(ep) - 0.5, max(ep) + 0.5)
+            ax.set_xticks(ep)
+            top = max(max(line.get_ydata()) for line in ax.get_lines())
+            ax.set_ylim(0, 100 if ax is ax2 else 1.25 * top if top > 0 else 1)
+            for line in ax.get_lines():
+                for x, y in zip(line.get_xdata(), line.get_ydata()):
+                    ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points",
+                                xytext=(6, 4), fontsize=8, color=line.get_color())
+        fig.suptitle(f"{len(ep)} epoch{'s' if len(ep) != 1 else ''}: one point per epoch "
+                     f"(values printed)", fontsize=9)
     return _save(fig, path)
 
 
@@ -66,7 +82,8 @@ def plot_confusion_matrix(confusion, classes, path=None, normalize=True):
 
 def plot_predictions(images_uint8, probs, classes, labels=None, path=None, cols=8):
     """images_uint8: (B, H, W, C); probs: (B, classes). Shows each image with its top
-    prediction (green when it matches ``labels``, red otherwise)."""
+    prediction: green when it matches ``labels``, red with the true class underneath
+    otherwise."""
     B = len(images_uint8)
     rows = -(-B // cols)
     fig = _figure((1.6 * cols, 1.9 * rows))
@@ -77,7 +94,10 @@ def plot_predictions(images_uint8, probs, classes, labels=None, path=None, cols=
         k = int(np.argmax(probs[i]))
         axes[i].imshow(images_uint8[i])
         color = "black" if labels is None else ("green" if labels[i] == k else "red")
-        axes[i].set_title(f"{classes[k]} {probs[i, k]:.0%}", fontsize=8, color=color)
+        title = f"{classes[k]} {probs[i, k]:.0%}"
+        if labels is not None and labels[i] != k:
+            title += f"\ntrue: {classes[int(labels[i])]}"
+        axes[i].set_title(title, fontsize=8, color=color)
     return _save(fig, path)
 
 

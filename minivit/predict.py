@@ -1,7 +1,11 @@
-"""``minivit predict CHECKPOINT IMAGE...``: top-5 classes with probabilities.
+"""``minivit predict CHECKPOINT IMAGE_OR_FOLDER...``: top-5 classes with probabilities.
 
-Images of any size are resized (bilinear) to the model's input size. Without a checkpoint
-the small CIFAR-10 model bundled with the package is used, so this works before training.
+Images of any size are resized (bilinear) to the model's input size, and the output says
+so. ``default`` names the small CIFAR-10 model bundled with the package, so this works
+before training; a run folder stands for its checkpoint.npz. A model knows only the
+classes it was trained on (CIFAR-10's ten for the bundled one), which the output says
+too. An unreadable file gets a one-line error and the others are still predicted; the
+exit status is then 2.
 """
 from __future__ import annotations
 
@@ -9,134 +13,136 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, DataError
+from .data.images import IMAGE_SUFFIXES, load_image, read_image, resize_rgb  # noqa: F401
+from .errors import DataError
+from .hub import WEIGHTS_DIR, bundled_checkpoint
 
-BUNDLED = Path(__file__).parent / "weights" / "cifar10-tiny.npz"
+BUNDLED = WEIGHTS_DIR / "cifar10-tiny.npz"
 
 
 def default_checkpoint() -> Path:
     """Path of the bundled CIFAR-10 model (raises CheckpointError if it is not shipped)."""
-    if not BUNDLED.is_file():
-        raise CheckpointError(f"no bundled model at {BUNDLED}; pass a checkpoint path")
-    return BUNDLED
+    return bundled_checkpoint("default")
 
 
-# Pillow modes whose pixels are not 8-bit: "I;16*" (16-bit greyscale PNG/TIFF), "I"
-# (32-bit int; Pillow also opens 16-bit PNGs this way), "F" (32-bit float). Pillow's
-# convert("RGB") *clips* them to 0..255 instead of scaling, which would silently turn a
-# 16-bit photo white: they are rescaled from 16 bits, or refused.
-_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+def expand_paths(items) -> list[Path]:
+    """Image paths from command-line items: a file stays itself, a folder stands for every
+    image file directly inside it (suffixes in ``IMAGE_SUFFIXES``, hidden files skipped,
+    sorted by name). Raises DataError for a folder holding no image file."""
+    out = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                           and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(f"no image files in folder {p} (looked for "
+                                f"{', '.join(IMAGE_SUFFIXES)})")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
 
 
-def _to_rgb8(img, path):
-    """An 8-bit RGB Pillow image from any mode, never silently mis-scaled."""
-    from PIL import Image
-    mode = img.mode
-    if mode in _SIXTEEN_BIT_MODES or (mode == "I" and img.format == "PNG"):
-        a = np.asarray(img, dtype=np.int64)
-        if a.size and (a.min() < 0 or a.max() > 65535):
-            raise DataError(f"{path}: 16-bit image with values outside 0..65535")
-        a8 = ((a * 255 + 32767) // 65535).astype(np.uint8)      # 0..65535 -> 0..255
-        return Image.fromarray(a8, mode="L").convert("RGB")
-    if mode in ("I", "F") or mode.startswith(("I;", "F;")):
-        kind = "32-bit integer" if mode[0] == "I" else "floating-point"
-        raise DataError(f"{path}: {mode!r} images ({kind} pixels) have no defined 0..255 "
-                        f"scale; save it as an 8-bit (or 16-bit PNG) image, or as an "
-                        f"(H, W, 3) uint8 .npy")
-    return img.convert("RGB")
+def read_images(paths, size, errors=None):
+    """Read and resize image files for the model.
 
-
-def load_image(path, size) -> np.ndarray:
-    """Read an image file (PNG/JPEG/… via Pillow, or .npy (H, W, 3) uint8) and resize it
-    to (size, size). Returns (size, size, 3) uint8. Raises DataError naming the file for
-    a missing, unreadable, truncated, corrupt or empty file, a decompression bomb, and
-    pixels of no defined 8-bit scale (float/32-bit images; .npy arrays that are not
-    uint8, so NaN/inf can never get in). 16-bit images are scaled to 8 bits."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image not found: {path}")
-    from PIL import Image
-    if path.suffix.lower() == ".npy":
+    paths: files; size: the model's image size. errors: None raises DataError on the first
+    unreadable file; a list collects ``(path, one-line message)`` for each unreadable file
+    and skips it. Returns (x: (n, size, size, 3) uint8 of the readable files, their
+    paths, their original (width, height) sizes)."""
+    xs, ok, sizes = [], [], []
+    for p in paths:
         try:
-            a = np.load(path, allow_pickle=False)
-        except Exception as e:              # ValueError (pickle, bad header), EOFError, …
-            raise DataError(f"{path}: not a readable .npy image "
-                            f"({type(e).__name__}: {' '.join(str(e).split())})") from None
-        if not isinstance(a, np.ndarray) or a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
-            raise DataError(f"{path}: expected an (H, W, 3) uint8 array, got "
-                            f"{getattr(a, 'shape', '?')} {getattr(a, 'dtype', type(a).__name__)}"
-                            f"; convert floats yourself (x * 255 for 0..1 data), so "
-                            f"nothing is scaled silently")
-        if a.shape[0] < 1 or a.shape[1] < 1:
-            raise DataError(f"{path}: empty image {a.shape}")
-        img = Image.fromarray(np.ascontiguousarray(a))
-    else:
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                if opened.width < 1 or opened.height < 1:
-                    raise DataError(f"{path}: empty image ({opened.width}x{opened.height})")
-                img = _to_rgb8(opened, path)
-        except DataError:
-            raise
-        except Image.DecompressionBombError as e:
-            raise DataError(f"{path}: refused: {e}") from None
-        except Exception as e:              # Pillow raises many types on corrupt files
-            raise DataError(f"{path}: not a readable image "
-                            f"({type(e).__name__}: {' '.join(str(e).split())})") from None
-    try:
-        img = img.resize((size, size), Image.BILINEAR)
-    except Exception as e:
-        raise DataError(f"{path}: cannot resize the image ({type(e).__name__}: {e})") from None
-    return np.asarray(img, dtype=np.uint8)
+            img = read_image(p)
+            x = resize_rgb(img, size, p)
+        except DataError as e:
+            if errors is None:
+                raise
+            errors.append((str(p), " ".join(str(e).split())))
+            continue
+        xs.append(x)
+        ok.append(str(p))
+        sizes.append(img.size)
+    x = np.stack(xs) if xs else np.zeros((0, size, size, 3), np.uint8)
+    return x, ok, sizes
 
 
-def predict_files(model, paths, classes, k=5):
-    """Top-k predictions for image files. Returns a list of (path, [(class, prob), …]).
-    Raises DataError naming the first unreadable file (before any model work), and
-    if the model's outputs are not finite."""
-    from .data.augment import normalize
+def _check_model(model, classes):
     if model.config.channels != 3:
         raise DataError(f"predict reads RGB images; this model expects "
                         f"{model.config.channels} channels")
     if len(classes) < model.config.num_classes:
         raise DataError(f"{len(classes)} class names for a model with "
                         f"{model.config.num_classes} classes")
-    x = np.stack([load_image(p, model.config.image_size) for p in paths])
-    probs = np.asarray(model.predict_proba(normalize(x)))
+
+
+def top_k(model, x_uint8, classes, k=5):
+    """Top-k (class, probability) lists for uint8 images x: (n, H, W, 3). Raises DataError
+    when the model's outputs are not finite."""
+    from .data.augment import normalize
+    if len(x_uint8) == 0:
+        return []
+    probs = np.asarray(model.predict_proba(normalize(x_uint8)))
     if not np.isfinite(probs).all():
         raise DataError("the model produced non-finite probabilities (corrupt weights?)")
-    out = []
-    for p, pr in zip(paths, probs):
-        top = np.argsort(-pr)[:k]
-        out.append((str(p), [(classes[i], float(pr[i])) for i in top]))
-    return out
+    return [[(classes[i], float(pr[i])) for i in np.argsort(-pr)[:k]] for pr in probs]
+
+
+def predict_files(model, paths, classes, k=5):
+    """Top-k predictions for image files. Returns a list of (path, [(class, prob), …]).
+    Raises DataError naming the first unreadable file (before any model work), and
+    if the model's outputs are not finite."""
+    _check_model(model, classes)
+    x, ok, _ = read_images(paths, model.config.image_size)
+    return list(zip(ok, top_k(model, x, classes, k)))
 
 
 def configure_parser(p):
     from .flags import add_backend_flag
-    p.add_argument("checkpoint", help="checkpoint .npz, or 'default' for the bundled model")
-    p.add_argument("images", nargs="+", help="image files (any size; resized)")
+    p.add_argument("checkpoint", help="checkpoint .npz, a run folder (its checkpoint.npz), or "
+                   "'default' for the bundled CIFAR-10 model")
+    p.add_argument("images", nargs="+", help="image files or folders of images (any size; "
+                   "resized to the model's input size)")
     add_backend_flag(p, default="numpy")
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=int, default=5, help="how many classes to list (default 5)")
+
+
+def _describe_classes(classes, path):
+    from .data.cifar10 import CLASSES
+    from .hub import is_bundled
+    name = f"{Path(path).stem} (bundled)" if is_bundled(path) else str(path)
+    kind = "the 10 CIFAR-10 classes" if tuple(classes) == CLASSES else \
+        f"{len(classes)} classes"
+    return (f"model: {name}; it knows only {kind} ({', '.join(classes)}): every image gets "
+            f"the closest of these")
 
 
 def cli_run(args):
+    import sys
+
     from .checkpoint import load_model
-    from .data.cifar10 import CLASSES
     from .errors import ConfigError
+    from .hub import class_names, require_classifier, resolve_checkpoint
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
-    ckpt = default_checkpoint() if args.checkpoint == "default" else Path(args.checkpoint)
+    ckpt = resolve_checkpoint(args.checkpoint)
     model, meta = load_model(ckpt, backend=args.backend)
-    classes = meta.get("classes") or (CLASSES if model.config.num_classes == 10 else
-                                      [f"class{i}" for i in range(model.config.num_classes)])
-    if (not isinstance(classes, (list, tuple)) or len(classes) != model.config.num_classes
-            or not all(isinstance(c, str) for c in classes)):
-        raise CheckpointError(f"{ckpt}: meta.json 'classes' must list "
-                              f"{model.config.num_classes} class names")
-    for path, top in predict_files(model, args.images, classes, min(args.top, len(classes))):
-        print(path)
+    require_classifier(meta, ckpt)
+    classes = class_names(meta, model.config.num_classes, ckpt)
+    _check_model(model, classes)
+    paths = expand_paths(args.images)
+    S = model.config.image_size
+    errors = []
+    x, ok, sizes = read_images(paths, S, errors)
+    # one line per unreadable file, the good ones still get their predictions
+    for _, message in errors:
+        print(f"minivit predict: error: {message}", file=sys.stderr)
+    if ok:
+        print(_describe_classes(classes, ckpt))
+        print(f"each image is resized to {S}x{S} pixels, the model's input size")
+    for path, (w, h), top in zip(ok, sizes, top_k(model, x, classes, min(args.top, len(classes)))):
+        print(f"{path}  ({w}x{h})")
         for name, prob in top:
             print(f"  {name:<12s} {100 * prob:6.2f}%")
-    return 0
+    return 2 if errors else 0

@@ -195,6 +195,9 @@ class DataSettings(_Settings):
                  accuracy says nothing about CIFAR-10.
     limit_train: use only the first N training images (None: all; synthetic set: 1024).
     limit_test:  use only the first N test images (None: all; synthetic set: 256).
+    data_folder: train on your own images instead: one sub-folder per class (or train/
+                 and test/ holding those), resized to the model's image size; 20% of each
+                 class is held out for testing when there is no test/ (None: CIFAR-10).
     """
 
     KIND = "data"
@@ -202,6 +205,7 @@ class DataSettings(_Settings):
     synthetic: bool = False
     limit_train: int | None = None
     limit_test: int | None = None
+    data_folder: str | None = None
 
     def validate(self):
         """Raise ConfigError naming a limit out of range."""

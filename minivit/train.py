@@ -48,6 +48,7 @@ from .config import ViTConfig
 from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from .objectives import Classification, Objective
 from .settings import DataSettings, TrainSettings
+from .data.sources import checkpoint_meta
 
 __all__ = ["train", "TrainSettings", "DataSettings", "load_data"]
 
@@ -110,6 +111,10 @@ def load_data(config: ViTConfig, ds: DataSettings, data_dir=None, seed=0, log=pr
                               image_size=config.image_size, num_classes=config.num_classes,
                               seed=seed)
         return dict(data, source="synthetic")
+    if ds.data_folder:
+        from .data.folder import load_folder_dataset
+        return load_folder_dataset(ds.data_folder, config.image_size, seed=seed,
+                                   limit_train=ds.limit_train, limit_test=ds.limit_test)
     from .data import load_cifar10
     limited = ds.limit_train is not None or ds.limit_test is not None
     data = dict(load_cifar10(data_dir, limit_train=ds.limit_train, limit_test=ds.limit_test,
@@ -131,8 +136,11 @@ def _fit_images(data, config, log):
 
 def _data_fingerprint(data) -> dict:
     """What identifies the images of a run (checked again on resume)."""
+    source = data.get("source", "user")
+    if isinstance(source, dict):            # an image folder: its record goes in the meta
+        source = source.get("kind", "user")
     return {"n_train": int(len(data["x_train"])), "n_test": int(len(data["x_test"])),
-            "source": data.get("source", "user")}
+            "source": source}
 
 
 # ---------------------------------------------------------------------- run setup
@@ -253,6 +261,7 @@ class _Trainer:
         self.tqdm = _tqdm(progress)
         self.stop_after_epochs = stop_after_epochs
         self.data_info = _data_fingerprint(data)
+        self.data_meta = checkpoint_meta(data)  # class names, an image folder's record
         self.epoch, self.batch0, self.step, self.history, self.elapsed = 0, 0, 0, [], 0.0
         self.running = _fresh_running()
         if run.state is not None:
@@ -426,7 +435,8 @@ class _Trainer:
         if obj.settings is not None:
             meta["objective_settings"] = obj.settings.to_dict()
         save_checkpoint(self.r.ckpt, obj.backbone(self.model), self.opt,
-                        extra=obj.extra_state(self.model), **meta, **obj.checkpoint_meta())
+                        extra=obj.extra_state(self.model), **meta, **self.data_meta,
+                        **obj.checkpoint_meta())
 
 
 def _fresh_running():
@@ -477,6 +487,7 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
         data = load_data(run.config, run.ds, data_dir, seed=run.s.seed, log=log)
     else:
         data = _fit_images(dict(data), run.config, log)
+    _fit_classes(run, data, log)
     _check_data(run, data)
     trainer = _Trainer(run, data, init_params, progress, stop_after_epochs)
     trainer.header()
@@ -494,6 +505,22 @@ def recipe_settings(settings, overrides, recipe, warmup=0.05) -> TrainSettings:
     if isinstance(s.rand_augment, list):
         s = s.replace(rand_augment=tuple(s.rand_augment))
     return s
+
+
+def _fit_classes(run, data, log):
+    """A model trained on an image folder gets one output per class folder: the preset's
+    10 (CIFAR-10) is replaced by the folder's count; any other mismatch is an error."""
+    source = data.get("source")
+    if not (isinstance(source, dict) and source.get("kind") == "image-folder"):
+        return
+    n, have = len(data["classes"]), run.config.num_classes
+    if have == n:
+        return
+    if run.state is not None or have != 10:
+        raise ConfigError(f"--num-classes {have}, but {source.get('folder')} has {n} class "
+                          f"folders")
+    log(f"{n} classes in {source.get('folder')}: the model gets {n} outputs")
+    run.config = run.config.replace(num_classes=n)
 
 
 def _check_data(run, data):

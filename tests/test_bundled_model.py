@@ -8,7 +8,7 @@ import pytest
 
 from minivit.checkpoint import load_model
 from minivit.cli import main
-from minivit.predict import default_checkpoint
+from minivit.hub import bundled_checkpoint as default_checkpoint
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "cifar-10-binary.tar.gz").exists(),
@@ -43,8 +43,10 @@ def test_predict_default_on_image_file(tmp_path, capsys):
     Image.fromarray(img).save(tmp_path / "blue.png")
     assert main(["predict", "default", str(tmp_path / "blue.png")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].endswith("blue.png") and len(out) == 6          # path + top-5
-    probs = [float(line.split()[-1].rstrip("%")) for line in out[1:]]
+    # two lines about the model (its classes, the resizing), then the path and its top-5
+    assert "CIFAR-10" in out[0] and "resized to 32x32" in out[1]
+    assert out[2].endswith("blue.png  (48x64)") and len(out) == 8
+    probs = [float(line.split()[-1].rstrip("%")) for line in out[3:]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 100.01
 
 

@@ -246,12 +246,42 @@ def test_local_archive_is_not_md5_checked(tmp_path, fake):
 
 
 def test_nothing_found_without_download(tmp_path):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError) as info:
         load_cifar10(tmp_path / "empty", download=False)
     msg = str(info.value)
     assert str(tmp_path / "empty" / DIR_NAME) in msg and ARCHIVE_NAME in msg
-    assert "download=True" in msg and "\n" not in msg
-    assert not (tmp_path / "empty").exists()
+    assert "download=True" in msg and "--data-dir" in msg and "\n" not in msg
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_named_folder_that_does_not_exist_is_refused_not_downloaded(tmp_path, monkeypatch):
+    """A --data-dir / data_dir / $MINIVIT_DATA_DIR that does not exist is a typo: a one-line
+    error naming it, no download attempt (download would raise here), nothing created."""
+    def no_download(*a, **k):
+        raise AssertionError("must not download")
+    monkeypatch.setattr("minivit.data.cifar10._download_module_level", no_download)
+    with pytest.raises(DataError, match=r"data folder .*nope does not exist \(--data-dir"):
+        load_cifar10(tmp_path / "nope")
+    monkeypatch.setenv("MINIVIT_DATA_DIR", str(tmp_path / "gone"))
+    with pytest.raises(DataError, match=r"MINIVIT_DATA_DIR=.*gone: the folder"):
+        load_cifar10()
+    assert not (tmp_path / "nope").exists() and not (tmp_path / "gone").exists()
+
+
+def test_failed_download_says_how_to_point_at_data(tmp_path, monkeypatch):
+    """No network: the error keeps the reason and names --data-dir and MINIVIT_DATA_DIR."""
+    def fail(url, dest, **k):
+        raise DataError(f"download of {url} failed: [Errno -3] Temporary failure in name "
+                        f"resolution")
+    monkeypatch.setattr("minivit.data.cifar10._download_module_level", fail)
+    monkeypatch.delenv("MINIVIT_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DataError) as info:
+        load_cifar10()
+    msg = str(info.value)
+    assert "name resolution" in msg and "--data-dir" in msg and "MINIVIT_DATA_DIR" in msg
+    assert str(tmp_path / "cache" / "minivit") in msg and "\n" not in msg
 
 
 # ----------------------------------------------------------------------------------------
@@ -489,6 +519,7 @@ def test_download_refuses_other_schemes(tmp_path):
 def test_load_downloads_when_missing(tmp_path, server, fake, fake_archive_bytes):
     md5 = hashlib.md5(fake_archive_bytes).hexdigest()
     root = tmp_path / "cache"
+    root.mkdir()                          # a named folder must exist (the cache is made)
     d = load_cifar10(root, url=f"{server}/cifar.tar.gz", md5=md5, progress=False,
                      expected_counts=SMALL)
     assert_same(d, fake[1])
@@ -498,6 +529,7 @@ def test_load_downloads_when_missing(tmp_path, server, fake, fake_archive_bytes)
 
 def test_load_download_md5_mismatch(tmp_path, server):
     root = tmp_path / "cache"
+    root.mkdir()
     with pytest.raises(DataError, match="checksum"):
         load_cifar10(root, url=f"{server}/cifar.tar.gz", md5="0" * 32, progress=False)
     assert listing(root) == []

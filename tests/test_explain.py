@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from minivit import explain
+from minivit import attention_steps, explain
 from minivit.cli import main
 from minivit.errors import ConfigError
 
@@ -142,12 +142,12 @@ def test_rounding_modes_and_decimals(lec):
 def test_calls_the_library_attention(monkeypatch, lec):
     """explain must use ops.attention.attention_forward, not its own attention."""
     calls = []
-    real = explain.attention_forward
+    real = attention_steps.attention_forward
 
     def spy(q, k, v, scale=None):
         calls.append(scale)
         return real(q, k, v, scale=scale)
-    monkeypatch.setattr(explain, "attention_forward", spy)
+    monkeypatch.setattr(attention_steps, "attention_forward", spy)
     explain.self_attention_steps(lec["x"], lec["W_Q"], lec["W_K"], lec["W_V"], scale=True)
     assert len(calls) == 1
 

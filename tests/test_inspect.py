@@ -164,7 +164,7 @@ def test_inspect_cli_writes_everything(tmp_path):
     args = p.parse_args([str(tmp_path / "ck.npz"), "--out", str(out), "--images", "2",
                          "--data-dir", str(tmp_path / "no-data-here")])
     assert mod.cli_run(args) == 0
-    for name in ("attention_layer0.png", "attention_layer1.png", "rollout.png",
+    for name in ("attention_layer1.png", "attention_layer2.png", "rollout.png",
                  "mean_attention_distance.png", "pos_embed_similarity.png",
                  "embedding_filters.png"):
         assert (out / name).is_file(), name

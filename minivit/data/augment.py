@@ -6,9 +6,9 @@ a ``numpy.random.Generator`` and draws from it in a fixed order, so the same gen
 state gives bit-identical output. That is what lets `BatchLoader` reproduce an epoch from
 ``(seed, epoch)`` alone.
 
-The training recipe for ViT on CIFAR-10 from scratch (REFERENCE.md §3) is: random crop
-with 4-pixel padding, horizontal flip, optionally RandAugment and mixup/cutmix, then
-per-channel normalisation. `Augmenter` chains them in that order.
+The training recipe for ViT on CIFAR-10 from scratch (paper §4.1 and Appendix B, with the
+common small-data additions) is: random crop with 4-pixel padding, horizontal flip,
+optionally RandAugment and mixup/cutmix, then per-channel normalisation. `Augmenter` chains them in that order.
 """
 from __future__ import annotations
 

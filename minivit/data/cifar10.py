@@ -88,9 +88,13 @@ def default_data_dir() -> Path:
     env = os.environ.get("MINIVIT_DATA_DIR")
     if env:
         return Path(env).expanduser()
+    return _cache_dir()
+
+
+def _cache_dir() -> Path:
+    """The per-user cache ``default_data_dir`` falls back to without $MINIVIT_DATA_DIR."""
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "minivit"
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "minivit"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -582,6 +586,18 @@ def load_cifar10(data_dir=None, download=True, url=OFFICIAL_URL, md5=OFFICIAL_MD
     limit_test = _check_limit(limit_test, "limit_test")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     args = (limit_train, limit_test, expected_counts)
+    # A folder the user named that does not exist is a typo or a missing mount, not a
+    # place to download 170 MB into: say so. Only the default cache is created.
+    if not root.exists():
+        if data_dir is not None:
+            raise DataError(f"data folder {root} does not exist (--data-dir / data_dir: "
+                            f"give a folder holding {ARCHIVE_NAME} or {DIR_NAME}/, or leave "
+                            f"it unset to use $MINIVIT_DATA_DIR or the cache "
+                            f"{_cache_dir()})")
+        if os.environ.get("MINIVIT_DATA_DIR"):
+            raise DataError(f"MINIVIT_DATA_DIR={os.environ['MINIVIT_DATA_DIR']}: the folder "
+                            f"{root} does not exist (point it at a folder holding "
+                            f"{ARCHIVE_NAME}, or unset it to use the cache {_cache_dir()})")
 
     if root.is_file():                                   # pointed at an archive
         cached = root.parent / DIR_NAME
@@ -599,8 +615,14 @@ def load_cifar10(data_dir=None, download=True, url=OFFICIAL_URL, md5=OFFICIAL_MD
         raise DataError(
             f"CIFAR-10 not found: looked for {root / DIR_NAME}/ and {archive}; pass "
             f"download=True, put {ARCHIVE_NAME} (from {OFFICIAL_URL}) there, or point "
-            f"data_dir / $MINIVIT_DATA_DIR at a directory that holds it")
-    fetched = _download_module_level(url, archive, md5=md5, progress=progress)
+            f"--data-dir (data_dir=) or $MINIVIT_DATA_DIR at a directory that holds it")
+    try:
+        fetched = _download_module_level(url, archive, md5=md5, progress=progress)
+    except DataError as e:
+        # e.g. no network: the one-line reason, then where to put a copy instead
+        raise DataError(f"CIFAR-10 not found in {root} and {e}; download {ARCHIVE_NAME} "
+                        f"yourself and pass --data-dir FOLDER (data_dir=) or set "
+                        f"MINIVIT_DATA_DIR=FOLDER") from None
     batch_dir = extract_archive(fetched, root)
     return _load_dir(batch_dir, *args)
 
