@@ -445,7 +445,8 @@ def _fresh_running():
 
 def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=False,
           overwrite=False, init_params=None, progress=True, limit_train=None,
-          limit_test=None, synthetic=False, settings: TrainSettings | None = None,
+          limit_test=None, synthetic=False, data_folder=None,
+          settings: TrainSettings | None = None,
           objective: Objective | None = None, log=print, stop_after_epochs=None,
           **overrides) -> dict:
     """Train a ViT with ``objective`` (default: classification). Returns a dict: model,
@@ -457,7 +458,8 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
     these are checked against the run). data: dict like ``load_cifar10`` returns
     (x_train (n, H, W, C) uint8, y_train (n,), x_test, y_test, classes); default:
     CIFAR-10 from ``data_dir`` (first ``limit_train`` / ``limit_test`` images), or a
-    synthetic set when ``synthetic``; images of another size are resized to the model's.
+    synthetic set when ``synthetic``, or the user's folder-per-class images in
+    ``data_folder``; images of another size are resized to the model's.
     out_dir: where checkpoint.npz, metrics.jsonl and curves.png go (None: nothing is
     written and resume is impossible); a directory holding a run is refused unless
     ``resume`` (continue it, see the module doc) or ``overwrite``. init_params: host dict
@@ -479,6 +481,8 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
                if v is not None}
     if synthetic:
         given_d["synthetic"] = synthetic
+    if data_folder is not None:
+        given_d["data_folder"] = str(data_folder)
     ds = DataSettings(**given_d)
     given = {"settings": given_s, "data": given_d, "objective": objective.given_settings()}
     run = _Run(config, s, ds, objective, Path(out_dir) if out_dir is not None else None,

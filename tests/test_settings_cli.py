@@ -126,7 +126,8 @@ def test_resume_takes_every_run_setting_from_the_checkpoint(tmp_path):
     assert "32 synthetic training images" in r.stdout
     meta = load_checkpoint(Path(out) / "checkpoint.npz")["meta"]
     assert meta["epoch"] == 2 and meta["settings"]["seed"] == 3
-    assert meta["data_settings"] == {"synthetic": True, "limit_train": 32, "limit_test": 16}
+    assert meta["data_settings"] == {"synthetic": True, "limit_train": 32, "limit_test": 16,
+                                     "data_folder": None}
     assert "synthetic set" in lines[-1]                   # 13.10: labelled synthetic
 
 
