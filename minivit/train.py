@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from .config import ViTConfig
 from .errors import CheckpointError, ConfigError, TrainingError
 
@@ -186,6 +187,9 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
     from .model import ViT
     from .optim import SGD, AdamW, LRSchedule, clip_grad_norm
 
+    # [mpi hook 1] under mpirun: rank 0 alone logs and shows progress
+    comm = distributed.current()
+    log, progress = comm.logger(log), progress and comm.is_root
     config = ViTConfig.preset(model_config) if isinstance(model_config, str) else model_config
     s = settings or TrainSettings()
     if overrides:
@@ -222,6 +226,12 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
     if len(x_train) < s.batch_size:
         raise ConfigError(f"batch size {s.batch_size} is larger than the training set ({len(x_train)})")
 
+    # [mpi hook 2] refuse a batch that does not split into K shards, one GPU per rank,
+    # every rank the same run
+    comm.setup(s.batch_size, s.backend, fingerprint=(
+        config.to_dict(), s.to_dict(), x_train.shape, y_train.tobytes(),
+        x_train[::max(1, len(x_train) // 64)].tobytes(),
+        None if state is None else (state["meta"]["step"], state["meta"]["elapsed"])))
     model = ViT(config, seed=s.seed, dtype=s.dtype, backend=s.backend)
     if init_params is not None:
         model.load_params(init_params)
@@ -246,16 +256,16 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
         epoch, batch0, step = m["epoch"], m["batch"], m["step"]
         history, elapsed, run = m["history"], m["elapsed"], m["running"]
         log(f"resumed from {ckpt_path}: epoch {epoch + 1}, batch {batch0}/{spe}, step {step}")
-    if out:
+    if out and comm.is_root:                                    # [mpi hook 3] rank 0 writes
         out.mkdir(parents=True, exist_ok=True)
         _write_jsonl(out / "metrics.jsonl", history)
 
     def save(epoch_, batch_, running_):
         if ckpt_path is None:
             return
-        save_checkpoint(ckpt_path, model, opt, epoch=epoch_, batch=batch_, step=step,
-                        settings=s.to_dict(), history=history, elapsed=elapsed,
-                        running=running_, seed=s.seed)
+        comm.on_root(save_checkpoint, ckpt_path, model, opt, epoch=epoch_, batch=batch_,  # [mpi hook 4]
+                     step=step, settings=s.to_dict(), history=history, elapsed=elapsed,
+                     running=running_, seed=s.seed, where="writing the checkpoint")
 
     interrupted = None
     start_epoch = epoch
@@ -269,7 +279,16 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
             b = batch0
             for xb, yb in loader:
                 lr = sched(step)
-                loss, logits = model.loss_and_grads(xb, yb, s.label_smoothing)
+                # [mpi hook 5] this rank's shard; agree that no rank failed; average the
+                # gradients (clipping then sees the global norm); global statistics
+                with comm.guard(f"epoch {epoch + 1}, batch {b + 1}", step=step):
+                    xb, yb = comm.shard(xb, yb)
+                    loss, logits = model.loss_and_grads(xb, yb, s.label_smoothing)
+                    hard = yb if yb.ndim == 1 else np.argmax(yb, axis=1)
+                    correct = int((np.argmax(logits, axis=1) == hard).sum())
+                comm.allreduce_grads(model.be, model.grads)
+                loss, correct, seen, signum = comm.step_totals(loss, correct, len(yb),
+                                                               stop.signum)
                 if not math.isfinite(loss):
                     bar.close()
                     raise TrainingError(
@@ -282,16 +301,16 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
                 opt.step(lr)
                 step += 1
                 b += 1
-                hard = yb if yb.ndim == 1 else np.argmax(yb, axis=1)
-                run["loss_sum"] += loss * len(yb)
-                run["correct"] += int((np.argmax(logits, axis=1) == hard).sum())
-                run["seen"] += len(yb)
+                run["loss_sum"] += loss * seen
+                run["correct"] += correct
+                run["seen"] += seen
                 dt = run["time"] + time.perf_counter() - t_epoch
                 bar.set_postfix(loss=f"{run['loss_sum'] / run['seen']:.3f}",
                                 acc=f"{run['correct'] / run['seen']:.3f}", lr=f"{lr:.2e}",
                                 img_s=f"{run['seen'] / max(dt, 1e-9):.0f}")
                 bar.update(1)
-                if stop.signum is not None:
+                if signum is not None:                          # any rank's signal
+                    stop.signum = signum
                     break
             bar.close()
             run["time"] += time.perf_counter() - t_epoch
@@ -307,7 +326,7 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
             # it on some epochs (the last epoch is always evaluated).
             t_eval = time.perf_counter()
             if (epoch + 1) % s.eval_every == 0 or epoch + 1 == s.epochs:
-                ev = evaluate(model, x_test, y_test, s.eval_batch_size)
+                ev = comm.evaluate(evaluate, model, x_test, y_test, s.eval_batch_size)  # [mpi hook 6]
             else:
                 ev = {"loss": None, "acc": None}
             eval_time = time.perf_counter() - t_eval
@@ -329,7 +348,8 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
             run = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
             save(epoch, 0, run)
             if out:
-                _append_jsonl(out / "metrics.jsonl", row)
+                comm.on_root(_append_jsonl, out / "metrics.jsonl", row)   # [mpi hook 7]
+            stop.signum = comm.agree_signal(stop.signum)       # [mpi hook 5] any rank's
             if stop.signum is not None:
                 interrupted = stop.signum
                 log(f"interrupted by signal {stop.signum} after epoch {epoch}; checkpoint written"
@@ -339,7 +359,7 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
                 break
     if out and history and interrupted is None and epoch == s.epochs:
         from .plots import plot_training_curves
-        plot_training_curves(history, out / "curves.png")
+        comm.on_root(plot_training_curves, history, out / "curves.png")   # [mpi hook 7]
     final = history[-1]["test_acc"] if history else None   # the last epoch is always evaluated
     return {"model": model, "history": history, "test_acc": final,
             "checkpoint": ckpt_path, "interrupted": interrupted, "settings": s}
@@ -427,6 +447,12 @@ def _parse_rand_augment(text):
 
 
 def cli_run(args):
+    # [mpi hook 8] under mpirun: one line for a failed job, from rank 0 or the failed rank
+    with distributed.current().job():
+        return _cli_run(args)
+
+
+def _cli_run(args):
     overrides = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
     config = ViTConfig.preset(args.preset, **overrides)
     for name in ("limit_train", "limit_test"):
@@ -449,7 +475,8 @@ def cli_run(args):
         data = make_synthetic(n_train=args.limit_train or 1024, n_test=args.limit_test or 256,
                               image_size=config.image_size, num_classes=config.num_classes,
                               seed=args.seed)
-    print(f"model: {args.preset} ({config.num_params():,} parameters, N={config.num_patches} "
+    log = distributed.current().logger(print)                   # [mpi hook 8]
+    log(f"model: {args.preset} ({config.num_params():,} parameters, N={config.num_patches} "
           f"patches of {config.patch_size}x{config.patch_size}) on the {s.backend} backend")
     r = train(config, data=data, data_dir=args.data_dir, out_dir=args.out, resume=args.resume,
               progress=not args.no_progress, limit_train=args.limit_train,
@@ -457,5 +484,5 @@ def cli_run(args):
     if r["interrupted"] is not None:
         return 128 + int(r["interrupted"])
     if r["test_acc"] is not None:
-        print(f"final test accuracy: {100 * r['test_acc']:.2f}%  (outputs in {args.out}/)")
+        log(f"final test accuracy: {100 * r['test_acc']:.2f}%  (outputs in {args.out}/)")
     return 0
