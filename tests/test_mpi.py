@@ -221,3 +221,32 @@ def test_ring_allreduce_model():
     assert distributed.ring_allreduce_seconds(1e9, 1, 1e9, 1.0) == 0.0
     assert distributed.ring_allreduce_seconds(0, 4, 1e9, 1e-5) == pytest.approx(6e-5)
     assert distributed.allreduce_bytes(1000) == 4000
+
+
+def test_ctrl_c_stops_every_rank_at_the_same_batch(tmp_path):
+    """Ctrl-C to mpirun (which forwards SIGINT to the ranks): the ranks agree on the
+    signal, stop after the same step, rank 0 writes a checkpoint at that batch, and the
+    run resumes at K = 1."""
+    import signal
+
+    from minivit.data.synthetic import make_synthetic
+    out = tmp_path / "run"
+    args = list(CLI)
+    args[args.index("--epochs") + 1] = "20"
+    args[args.index("--limit-train") + 1] = "4000"           # 250 steps an epoch
+    cmd = [MPIRUN, "-n", "2", sys.executable] + args + ["--out", str(out), "--batch-size", "16"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=_env(PYTHONUNBUFFERED="1"), cwd=ROOT)
+    assert "model:" in p.stdout.readline()                  # rank 0 is about to train
+    time.sleep(3)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr
+    assert stdout.count("interrupted by signal 2") == 1, stdout + stderr   # (at|after) epoch
+    meta = load_checkpoint(out / "checkpoint.npz")["meta"]
+    assert meta["step"] == 250 * meta["epoch"] + meta["batch"] > 0
+    # the same synthetic set the command line made; finish the interrupted epoch at K = 1
+    data = make_synthetic(n_train=4000, n_test=24, image_size=8, num_classes=4, seed=0)
+    r = train(CFG, data=data, out_dir=out, resume=True, progress=False, log=lambda *a: None,
+              stop_after_epochs=1)
+    assert r["history"][-1]["epoch"] == meta["epoch"] + 1
