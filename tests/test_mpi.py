@@ -250,3 +250,19 @@ def test_ctrl_c_stops_every_rank_at_the_same_batch(tmp_path):
     r = train(CFG, data=data, out_dir=out, resume=True, progress=False, log=lambda *a: None,
               stop_after_epochs=1)
     assert r["history"][-1]["epoch"] == meta["epoch"] + 1
+
+
+def test_lone_failure_outside_a_step_names_the_rank(tmp_path):
+    """Rank 1 alone fails before training (MPMD launch: only it asks for --resume, and
+    there is no checkpoint): after the job-level agreement finds rank 0 still running,
+    rank 1 prints one line naming itself and the cause and aborts the job."""
+    base = [sys.executable] + CLI + ["--out", tmp_path, "--batch-size", "16"]
+    cmd = [MPIRUN, "-n", "1"] + base + [":", "-n", "1"] + base + ["--resume"]
+    t = time.monotonic()
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120,
+                       env=_env(), cwd=ROOT)
+    assert p.returncode != 0
+    assert time.monotonic() - t < 60
+    ours = [l for l in p.stderr.splitlines() if l.startswith("minivit")]
+    assert ours == [f"minivit: error: rank 1 of 2: --resume: no checkpoint at "
+                    f"{tmp_path / 'checkpoint.npz'}; aborting the MPI job"], p.stderr
