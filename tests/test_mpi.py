@@ -148,6 +148,27 @@ def test_resume_across_k(tmp_path):
     assert _max_diff(final["params"], straight) < 1e-10
 
 
+def test_finetune_at_k2_matches_k1(tmp_path):
+    """`minivit finetune` runs the same loop through the same command-line layer: at K = 2
+    it ends with the parameters of the one-process fine-tuning, and prints once."""
+    train(CFG, synthetic=True, limit_train=64, limit_test=24, out_dir=tmp_path / "base",
+          progress=False, log=lambda *a: None, **dict(FAST, epochs=1))
+    args = ["-m", "minivit.cli", "finetune", tmp_path / "base", "--synthetic",
+            "--limit-train", "64", "--limit-test", "24", "--epochs", "1", "--batch-size",
+            "16", "--dtype", "float64", "--backend", "numpy", "--no-progress"]
+    rc, out, err, _ = mpirun(args + ["--out", tmp_path / "k2"])
+    assert rc == 0, err
+    assert out.count("fine-tuning ") == 1 and out.count("final test accuracy") == 1, out
+    p = subprocess.run([sys.executable] + [str(a) for a in args + ["--out", tmp_path / "k1"]],
+                       capture_output=True, text=True, timeout=120, env=_env(), cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    k1, k2 = (load_checkpoint(tmp_path / k / "checkpoint.npz") for k in ("k1", "k2"))
+    assert _max_diff(k1["params"], load_checkpoint(tmp_path / "base" / "checkpoint.npz")
+                     ["params"]) > 1e-6                  # fine-tuning moved the weights
+    assert _max_diff(k1["params"], k2["params"]) < 1e-10
+    assert k1["meta"]["history"][-1]["test_acc"] == k2["meta"]["history"][-1]["test_acc"]
+
+
 def _one_error_line(err):
     lines = [l for l in err.splitlines() if "error" in l.lower()]
     assert lines, err
