@@ -14,7 +14,7 @@ DATA   ?= ../shared/data
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,oracle]"
+	$(PY) -m pip install -q -e ".[dev,oracle,mpi]"
 	touch $@
 
 $(VENV)/.runtime: pyproject.toml

@@ -27,12 +27,16 @@ class Objective:
     the same objective. settings: the objective's own settings dataclass (saved too), or
     None. uses_labels: whether the training labels matter. train_accuracy: whether
     ``step`` counts correct predictions (else the training accuracy is not reported).
+    not_data_parallel: None when K MPI ranks may each train on a B/K shard of the
+    global batch (``step``'s loss a mean over equal shares, :mod:`minivit.distributed`),
+    else why not (the launch is then refused at K > 1).
     """
 
     name = "objective"
     settings = None
     uses_labels = True
     train_accuracy = True               # step() counts correct predictions
+    not_data_parallel = None
 
     def build_model(self, config, s):
         """A trainable model for ``config`` and TrainSettings ``s``: an object with

@@ -208,6 +208,9 @@ class MaskedPatchPrediction(Objective):
     name = "masked-patch-prediction"
     uses_labels = False
     train_accuracy = False
+    # A shard's corruption plan would point at patches of other ranks' images.
+    not_data_parallel = ("masked patch prediction replaces patches by the embeddings of "
+                         "patches anywhere in the global batch")
 
     def __init__(self, settings: MPPSettings | None = None, given: dict | None = None):
         # given: the fields the caller chose (checked against a resumed run's); by

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from .config import ViTConfig
 from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from .objectives import Classification, Objective
@@ -243,6 +244,7 @@ class _Trainer:
         from .data.batches import BatchLoader
         from .optim import SGD, AdamW, LRSchedule
         self.r, s, obj = run, run.s, run.objective
+        self.comm = distributed.current()
         self.s, self.obj, self.log = s, obj, run.log
         self.x_test, self.y_test = data["x_test"], np.asarray(data["y_test"])
         self.model = obj.build_model(run.config, s)
@@ -266,11 +268,15 @@ class _Trainer:
         self.running = _fresh_running()
         if run.state is not None:
             self._restore(run.state)
-        if run.out:
-            run.out.mkdir(parents=True, exist_ok=True)
-            if run.state is None:
-                (run.out / "curves.png").unlink(missing_ok=True)     # of a replaced run
-            _write_jsonl(run.out / "metrics.jsonl", self.history)
+        if run.out:                     # [mpi hook 3] rank 0 alone writes the outputs
+            self.comm.on_root(self._prepare_out, where="preparing the output directory")
+
+    def _prepare_out(self):
+        out = self.r.out
+        out.mkdir(parents=True, exist_ok=True)
+        if self.r.state is None:
+            (out / "curves.png").unlink(missing_ok=True)     # of a replaced run
+        _write_jsonl(out / "metrics.jsonl", self.history)
 
     def _restore(self, state):
         m = state["meta"]
@@ -308,6 +314,8 @@ class _Trainer:
                     interrupted = self._interrupt(stop.signum, b)
                     break
                 self._end_epoch()
+                # [mpi hook 5] a signal any rank got after the epoch's last step
+                stop.signum = self.comm.agree_signal(stop.signum)
                 if stop.signum is not None:
                     interrupted = self._interrupt(stop.signum, 0)
                     break
@@ -318,9 +326,10 @@ class _Trainer:
         if out and self.history and interrupted is None and self.epoch == self.s.epochs:
             from .plots import plot_training_curves
             nan = float("nan")                  # an objective without training accuracy
-            plot_training_curves([dict(h, train_acc=nan if h["train_acc"] is None
-                                       else h["train_acc"]) for h in self.history],
-                                 out / "curves.png")
+            self.comm.on_root(plot_training_curves,             # [mpi hook 7]
+                              [dict(h, train_acc=nan if h["train_acc"] is None
+                                    else h["train_acc"]) for h in self.history],
+                              out / "curves.png", where="plotting the training curves")
         final = self.history[-1]["test_acc"] if self.history else None
         result = {"model": self.model, "history": self.history, "test_acc": final,
                   "checkpoint": self.r.ckpt, "interrupted": interrupted, "settings": self.s,
@@ -343,21 +352,29 @@ class _Trainer:
         t0, b = time.perf_counter(), self.batch0
         try:
             for xb, yb in self.loader:
-                lr = self._step(xb, yb, b)
+                lr, signum = self._step(xb, yb, b, stop.signum)
                 b += 1
                 self._show(bar, lr, t0)
-                if stop.signum is not None:
+                if signum is not None:          # any rank's signal: all stop here
+                    stop.signum = signum
                     break
         finally:
             bar.close()
         self.running["time"] += time.perf_counter() - t0
         return b
 
-    def _step(self, xb, yb, b) -> float:
+    def _step(self, xb, yb, b, signum):
+        """One optimizer step on the global batch xb (B, H, W, C). Returns (lr, a stop
+        signal received by any rank or None)."""
         from .optim import clip_grad_norm
-        s, run = self.s, self.running
+        s, run, comm = self.s, self.running, self.comm
         lr = self.sched(self.step)
-        loss, correct, n = self.obj.step(self.model, xb, yb, s)
+        # [mpi hook 5] this rank's shard; the ranks agree that none failed; the gradients
+        # are averaged (clipping then sees the global norm); the statistics are global
+        with comm.guard(f"epoch {self.epoch + 1}, batch {b + 1}", step=self.step):
+            loss, correct, n = self.obj.step(self.model, *comm.shard(xb, yb), s)
+        comm.allreduce_grads(self.model.be, self.model.grads)
+        loss, correct, n, signum = comm.step_totals(loss, correct, n, signum)
         if not math.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss} at epoch {self.epoch + 1}, batch {b + 1} (step "
@@ -372,7 +389,7 @@ class _Trainer:
         run["correct"] += correct or 0
         run["seen"] += n
         run["images"] += len(xb)
-        return lr
+        return lr, signum
 
     def _show(self, bar, lr, t0):
         run = self.running
@@ -388,7 +405,8 @@ class _Trainer:
         s, run = self.s, self.running
         t_eval = time.perf_counter()
         if (self.epoch + 1) % s.eval_every == 0 or self.epoch + 1 == s.epochs:
-            ev = self.obj.evaluate(self.model, self.x_test, self.y_test, s) \
+            ev = self.comm.evaluate(self.obj.evaluate, self.model, self.x_test,  # [mpi hook 6]
+                                    self.y_test, s) \
                 if len(self.y_test) else {"loss": None, "acc": None}
         else:
             ev = {"loss": None, "acc": None}
@@ -411,8 +429,8 @@ class _Trainer:
                  + f"{row['images_per_s']:.0f} img/s | {self.elapsed / 60:.1f} min")
         self.epoch, self.batch0, self.running = self.epoch + 1, 0, _fresh_running()
         self._save(self.epoch, 0)
-        if self.r.out:
-            _append_jsonl(self.r.out / "metrics.jsonl", row)
+        if self.r.out:                                          # [mpi hook 7]
+            self.comm.on_root(_append_jsonl, self.r.out / "metrics.jsonl", row)
 
     def _interrupt(self, signum, b) -> int:
         if b:
@@ -434,9 +452,10 @@ class _Trainer:
                     data=self.data_info, extended_from=self.r.extended_from)
         if obj.settings is not None:
             meta["objective_settings"] = obj.settings.to_dict()
-        save_checkpoint(self.r.ckpt, obj.backbone(self.model), self.opt,
-                        extra=obj.extra_state(self.model), **meta, **self.data_meta,
-                        **obj.checkpoint_meta())
+        self.comm.on_root(save_checkpoint, self.r.ckpt, obj.backbone(self.model),  # [mpi hook 4]
+                          self.opt, extra=obj.extra_state(self.model), **meta,
+                          **self.data_meta, **obj.checkpoint_meta(),
+                          where="writing the checkpoint")
 
 
 def _fresh_running():
@@ -470,6 +489,9 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
     Raises :class:`~minivit.errors.TrainingInterrupted` (a KeyboardInterrupt) on SIGINT /
     SIGTERM, after writing a checkpoint at that batch: ``resume=True`` continues.
     """
+    # [mpi hook 1] under mpirun: rank 0 alone logs and shows progress
+    comm = distributed.current()
+    log, progress = comm.logger(log), progress and comm.is_root
     objective = objective or Classification()
     config = ViTConfig.preset(model_config) if isinstance(model_config, str) else model_config
     if isinstance(config, dict) and not resume:  # some fields: over the default preset
@@ -493,6 +515,10 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
         data = _fit_images(dict(data), run.config, log)
     _fit_classes(run, data, log)
     _check_data(run, data)
+    # [mpi hook 2] a batch that splits into K shards, one GPU per rank, every rank the
+    # same run (before the model is built: the GPU is chosen first)
+    comm.setup(run.s.batch_size, run.s.backend, fingerprint=_run_fingerprint(run, data),
+               refuse=run.objective.not_data_parallel)
     trainer = _Trainer(run, data, init_params, progress, stop_after_epochs)
     trainer.header()
     return trainer.run()
@@ -537,6 +563,16 @@ def _check_data(run, data):
         raise ConfigError(f"batch size {s.batch_size} is larger than the training set "
                           f"({len(x_train)})")
     run.objective.check_data(config, data)
+
+
+def _run_fingerprint(run, data) -> tuple:
+    """What every MPI rank must agree on: the run's settings, its data (shape, labels, a
+    sample of the images) and the resumed position."""
+    x, obj, state = data["x_train"], run.objective, run.state
+    return (run.config.to_dict(), run.s.to_dict(), run.ds.to_dict(), obj.name,
+            obj.settings.to_dict() if obj.settings is not None else None, x.shape,
+            np.asarray(data["y_train"]).tobytes(), x[::max(1, len(x) // 64)].tobytes(),
+            None if state is None else (state["meta"]["step"], state["meta"]["elapsed"]))
 
 
 def _tqdm(enabled):
@@ -630,12 +666,19 @@ def report(r, out) -> None:
 
 
 def cli_main(fn, args, **kw) -> int:
-    """Run ``fn(**kw)``; a signal ends it with 128 + signum (its message already logged)."""
-    try:
-        r = fn(**kw)
-    except TrainingInterrupted as e:
-        return 128 + int(e.signum)
-    report(r, args.out)
+    """Run ``fn(**kw)``; a signal ends it with 128 + signum (its message already logged).
+
+    Under ``mpirun`` [mpi hook 8]: rank 0 alone prints, and a failed job ends with one
+    line, from rank 0 or from the one rank that failed (:meth:`Communicator.job`)."""
+    comm = distributed.current()
+    kw.setdefault("log", comm.logger(print))
+    with comm.job():
+        try:
+            r = fn(**kw)
+        except TrainingInterrupted as e:
+            return 128 + int(e.signum)
+    if comm.is_root:
+        report(r, args.out)
     return 0
 
 
