@@ -3,6 +3,8 @@
 Layout of a minivit checkpoint (format 1):
     param/<name>        every model parameter (host arrays, the model's dtype)
     optim/<key>         optimizer state (``AdamW.state_dict()`` keys), when saved
+    ema/<name>          the exponential moving average of every parameter, when the run
+                        keeps one (:mod:`minivit.ema`)
     meta.json           uint8 bytes of a JSON object: format, config, dtype, step, epoch,
                         and whatever the trainer adds (seed, metrics, …)
 
@@ -173,14 +175,18 @@ def _one_line(obj) -> str:
     return " ".join(str(obj).split())
 
 
-def save_checkpoint(path, model, optimizer=None, **meta) -> Path:
-    """Save a model (and optionally its optimizer) to ``path`` atomically.
+def save_checkpoint(path, model, optimizer=None, ema=None, **meta) -> Path:
+    """Save a model (and optionally its optimizer and weight average) to ``path``
+    atomically.
 
-    meta: extra JSON-serialisable fields (step, epoch, seed, …) stored in meta.json.
+    ema: a :class:`minivit.ema.EMA` or None. meta: extra JSON-serialisable fields (step,
+    epoch, seed, …) stored in meta.json.
     """
     arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
     if optimizer is not None:
         arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    if ema is not None:
+        arrays.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
     info = {"format": FORMAT, "config": model.config.to_dict(), "dtype": str(model.dtype)}
     info.update(meta)
     arrays["meta.json"] = np.frombuffer(json.dumps(info).encode("utf-8"), dtype=np.uint8)
@@ -217,7 +223,7 @@ def load_checkpoint(path) -> dict:
     """Read and validate a checkpoint.
 
     Returns ``{"config": ViTConfig, "params": {name: array}, "optim": {key: array},
-    "meta": dict}``. Raises CheckpointError naming the key for missing or mis-shaped
+    "ema": {name: array} (empty without a weight average), "meta": dict}``. Raises CheckpointError naming the key for missing or mis-shaped
     parameters, non-float arrays, a missing/invalid meta.json or a config that disagrees
     with the arrays.
     """
@@ -242,7 +248,8 @@ def load_checkpoint(path) -> dict:
     _check_meta(meta, path)
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     optim = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
-    unknown = [k for k in arrays if not k.startswith(("param/", "optim/"))]
+    ema = {k[len("ema/"):]: v for k, v in arrays.items() if k.startswith("ema/")}
+    unknown = [k for k in arrays if not k.startswith(("param/", "optim/", "ema/"))]
     if unknown:
         raise CheckpointError(f"{path}: unexpected key(s): {', '.join(sorted(unknown))}")
     # The config comes from the file: a hostile "depth": 10**12 must not make
@@ -280,7 +287,19 @@ def load_checkpoint(path) -> dict:
     if extra:
         raise CheckpointError(f"{path}: unexpected key(s) for this config: "
                               f"{', '.join('param/' + k for k in extra)}")
-    return {"config": config, "params": params, "optim": optim, "meta": meta}
+    if ema:                                  # the weight average: the same names and shapes
+        for name, shape in expected.items():
+            a = ema.get(name)
+            if a is None:
+                raise CheckpointError(f"{path}: missing key ema/{name}")
+            if a.shape != shape or a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise CheckpointError(f"{path}: ema/{name} must be finite floats of shape "
+                                      f"{shape}, got {a.dtype} {a.shape}")
+        extra = sorted(set(ema) - set(expected))
+        if extra:
+            raise CheckpointError(f"{path}: unexpected key(s) for this config: "
+                                  f"{', '.join('ema/' + k for k in extra)}")
+    return {"config": config, "params": params, "optim": optim, "ema": ema, "meta": meta}
 
 
 TRAINING_FIELDS = ("settings", "epoch", "batch", "step", "history", "elapsed", "running")
@@ -319,11 +338,14 @@ def require_training_state(ck: dict, path) -> None:
         raise CheckpointError(f"{path}: missing key optim/step (no optimizer state to resume)")
 
 
-def load_model(path, backend="numpy", dtype=None):
+def load_model(path, backend="numpy", dtype=None, ema=False):
     """Build a :class:`~minivit.model.ViT` from a checkpoint. dtype: None keeps the saved
-    dtype. Returns (model, meta)."""
+    dtype. ema: load the moving average of the weights instead of the raw weights
+    (CheckpointError when the file holds none). Returns (model, meta)."""
     from .model import ViT
     ck = load_checkpoint(path)
+    if ema and not ck["ema"]:
+        raise CheckpointError(f"{path}: holds no weight average (train with --ema-decay)")
     model = ViT(ck["config"], dtype=dtype or ck["meta"].get("dtype", "float32"),
-                backend=backend, params=ck["params"])
+                backend=backend, params=ck["ema"] if ema else ck["params"])
     return model, ck["meta"]

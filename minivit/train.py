@@ -63,6 +63,10 @@ class TrainSettings:
     seed: int = 0
     eval_batch_size: int = 500
     eval_every: int = 1
+    # Exponential moving average of the weights, updated after every optimizer step:
+    # θ̄ ← ema_decay·θ̄ + (1 − ema_decay)·θ (minivit.ema); evaluated each epoch beside the
+    # raw weights (ema_test_acc in metrics.jsonl) and checkpointed (ema/ keys). 0 = off.
+    ema_decay: float = 0.0
 
     def validate(self):
         """Raise ConfigError naming any setting out of range."""
@@ -93,6 +97,11 @@ class TrainSettings:
         need(self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}")
         need(isinstance(self.eval_every, int) and self.eval_every >= 1,
              f"eval_every must be an int >= 1, got {self.eval_every}")
+        need(not isinstance(self.ema_decay, bool) and isinstance(self.ema_decay, (int, float))
+             and 0 <= self.ema_decay < 1,
+             f"ema decay must lie in [0, 1) (0: off), got {self.ema_decay!r}")
+        need(not (self.ema_decay and self.backend == "cuda"),
+             "ema_decay is not supported on the cuda backend yet")
 
     @property
     def warmup(self) -> float:
@@ -182,6 +191,7 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
     from .checkpoint import load_checkpoint, require_training_state, save_checkpoint
     from .data.augment import Augmenter
     from .data.batches import BatchLoader
+    from .ema import EMA
     from .evaluate import evaluate
     from .model import ViT
     from .optim import SGD, AdamW, LRSchedule, clip_grad_norm
@@ -229,6 +239,7 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
         opt = AdamW(model, s.lr, (s.beta1, s.beta2), weight_decay=s.weight_decay)
     else:
         opt = SGD(model, s.lr, s.momentum, weight_decay=s.weight_decay)
+    ema = EMA(model, s.ema_decay) if s.ema_decay else None
     aug = Augmenter(crop_padding=s.crop_padding, flip=s.flip, rand_augment=s.rand_augment,
                     mixup_alpha=s.mixup, cutmix_alpha=s.cutmix, mix_prob=s.mix_prob,
                     num_classes=config.num_classes)
@@ -242,6 +253,11 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
     if state is not None:
         model.load_params(state["params"])
         opt.load_state_dict(state["optim"])
+        if ema is not None:
+            if not state["ema"]:
+                raise CheckpointError(f"{ckpt_path}: the run keeps a weight average "
+                                      f"(ema_decay {s.ema_decay}) but the file holds none")
+            ema.load_state_dict(state["ema"])
         m = state["meta"]
         epoch, batch0, step = m["epoch"], m["batch"], m["step"]
         history, elapsed, run = m["history"], m["elapsed"], m["running"]
@@ -253,7 +269,7 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
     def save(epoch_, batch_, running_):
         if ckpt_path is None:
             return
-        save_checkpoint(ckpt_path, model, opt, epoch=epoch_, batch=batch_, step=step,
+        save_checkpoint(ckpt_path, model, opt, ema=ema, epoch=epoch_, batch=batch_, step=step,
                         settings=s.to_dict(), history=history, elapsed=elapsed,
                         running=running_, seed=s.seed)
 
@@ -269,7 +285,9 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
             b = batch0
             for xb, yb in loader:
                 lr = sched(step)
-                loss, logits = model.loss_and_grads(xb, yb, s.label_smoothing)
+                # (seed, step) keys this step's dropout / stochastic-depth masks
+                loss, logits = model.loss_and_grads(xb, yb, s.label_smoothing,
+                                                    rng_key=(s.seed, step))
                 if not math.isfinite(loss):
                     bar.close()
                     raise TrainingError(
@@ -280,6 +298,8 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
                 if s.clip_norm:
                     clip_grad_norm(model.be, model.grads, s.clip_norm)
                 opt.step(lr)
+                if ema is not None:
+                    ema.update()
                 step += 1
                 b += 1
                 hard = yb if yb.ndim == 1 else np.argmax(yb, axis=1)
@@ -308,8 +328,11 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
             t_eval = time.perf_counter()
             if (epoch + 1) % s.eval_every == 0 or epoch + 1 == s.epochs:
                 ev = evaluate(model, x_test, y_test, s.eval_batch_size)
+                if ema is not None:
+                    with ema.swapped():
+                        ev_ema = evaluate(model, x_test, y_test, s.eval_batch_size)
             else:
-                ev = {"loss": None, "acc": None}
+                ev = ev_ema = {"loss": None, "acc": None}
             eval_time = time.perf_counter() - t_eval
             elapsed += run["time"] + eval_time
             row = {"epoch": epoch + 1, "step": step, "lr": sched(step - 1),
@@ -318,12 +341,19 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
                    "test_loss": ev["loss"], "test_acc": ev["acc"],
                    "epoch_time_s": run["time"], "eval_time_s": eval_time,
                    "images_per_s": run["seen"] / max(run["time"], 1e-9),
-                   "elapsed_s": elapsed}
+                   "elapsed_s": elapsed,
+                   # cumulative training compute: matmul + attention FLOPs, forward +
+                   # backward = 3 × forward (ViTConfig.train_flops_per_image)
+                   "train_flops": step * s.batch_size * config.train_flops_per_image()}
+            if ema is not None:
+                row["ema_test_loss"], row["ema_test_acc"] = ev_ema["loss"], ev_ema["acc"]
             history.append(row)
             log(f"epoch {epoch + 1}/{s.epochs}: train loss {row['train_loss']:.4f} "
                 f"acc {100 * row['train_acc']:.2f}% | "
                 + (f"test loss {ev['loss']:.4f} acc {100 * ev['acc']:.2f}% | "
                    if ev["acc"] is not None else "")
+                + (f"EMA acc {100 * ev_ema['acc']:.2f}% | "
+                   if ema is not None and ev_ema["acc"] is not None else "")
                 + f"{row['images_per_s']:.0f} img/s | {elapsed / 60:.1f} min")
             epoch, batch0 = epoch + 1, 0
             run = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time": 0.0}
@@ -341,7 +371,7 @@ def train(model_config, *, data=None, data_dir=None, out_dir=None, resume=False,
         from .plots import plot_training_curves
         plot_training_curves(history, out / "curves.png")
     final = history[-1]["test_acc"] if history else None   # the last epoch is always evaluated
-    return {"model": model, "history": history, "test_acc": final,
+    return {"model": model, "ema": ema, "history": history, "test_acc": final,
             "checkpoint": ckpt_path, "interrupted": interrupted, "settings": s}
 
 
@@ -367,7 +397,16 @@ def _tqdm(enabled):
 
 # ---------------------------------------------------------------------- CLI
 _MODEL_FLAGS = ("image_size", "patch_size", "stride", "dim", "depth", "heads", "mlp_dim",
-                "num_classes", "head_type", "gelu", "pos_embed")
+                "num_classes", "head_type", "gelu", "pos_embed", "classifier", "dropout",
+                "drop_path")
+_MODEL_FLAG_TYPES = {"head_type": str, "gelu": str, "pos_embed": str, "classifier": str,
+                     "dropout": float, "drop_path": float}
+_MODEL_FLAG_HELP = {
+    "pos_embed": "learned-1d | learned-2d | sincos2d (fixed, no parameters) | none",
+    "classifier": "token (class token, Eq. 4) | gap (global average pooling, no class token)",
+    "dropout": "dropout rate after the embedding, attention projection and MLP denses",
+    "drop_path": "stochastic depth: largest per-block rate (linear in depth)",
+}
 
 
 def configure_parser(p):
@@ -375,8 +414,8 @@ def configure_parser(p):
     p.add_argument("--preset", default="cifar10-tiny", help=f"one of: {', '.join(PRESETS)}")
     m = p.add_argument_group("model (override the preset)")
     for name in _MODEL_FLAGS:
-        typ = str if name in ("head_type", "gelu", "pos_embed") else int
-        m.add_argument("--" + name.replace("_", "-"), type=typ, default=None)
+        m.add_argument("--" + name.replace("_", "-"), type=_MODEL_FLAG_TYPES.get(name, int),
+                       default=None, help=_MODEL_FLAG_HELP.get(name))
     d = TrainSettings()
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=d.epochs)
@@ -403,6 +442,8 @@ def configure_parser(p):
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--eval-every", type=int, default=d.eval_every,
                    help="evaluate on the test set every K epochs (and after the last)")
+    t.add_argument("--ema-decay", type=float, default=d.ema_decay,
+                   help="exponential moving average of the weights, e.g. 0.999 (0: off)")
     io = p.add_argument_group("data and output")
     io.add_argument("--data-dir", default=None,
                     help="CIFAR-10 directory or archive (default: $MINIVIT_DATA_DIR, else the "
@@ -441,7 +482,7 @@ def cli_run(args):
                       flip=not args.no_flip, rand_augment=_parse_rand_augment(args.rand_augment),
                       mixup=args.mixup, cutmix=args.cutmix, mix_prob=args.mix_prob,
                       backend=args.backend, dtype=args.dtype, seed=args.seed,
-                      eval_every=args.eval_every)
+                      eval_every=args.eval_every, ema_decay=args.ema_decay)
     s.validate()
     data = None
     if args.synthetic:
