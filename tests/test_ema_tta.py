@@ -105,6 +105,31 @@ def test_resume_with_ema_and_every_knob_is_bit_identical(tmp_path):
     assert ev["acc"] == ha[-1]["ema_test_acc"]
 
 
+def test_resume_mid_epoch_with_every_knob_is_bit_identical(tmp_path, monkeypatch):
+    """SIGINT in the middle of epoch 1 (step 4 of 6): the checkpoint holds the batch
+    position, the step (which keys the dropout masks) and the weight average."""
+    import os
+    import signal
+
+    from minivit.optim import AdamW
+    straight = train(CFG, data=DATA, out_dir=tmp_path / "a", epochs=2, **FAST, **QUIET)
+    real_step = AdamW.step
+
+    def step_then_interrupt(self, lr=None):
+        real_step(self, lr)
+        if self.step_count == 4:
+            os.kill(os.getpid(), signal.SIGINT)      # the trainer's handler sets its flag
+    monkeypatch.setattr(AdamW, "step", step_then_interrupt)
+    first = train(CFG, data=DATA, out_dir=tmp_path / "b", epochs=2, **FAST, **QUIET)
+    assert first["interrupted"] == signal.SIGINT and first["history"] == []
+    monkeypatch.setattr(AdamW, "step", real_step)
+    resumed = train(CFG, data=DATA, out_dir=tmp_path / "b", resume=True, **QUIET)
+    for k, v in straight["model"].state_dict().items():
+        assert np.array_equal(v, resumed["model"].state_dict()[k]), k
+    for k, v in straight["ema"].state_dict().items():
+        assert np.array_equal(v, resumed["ema"].state_dict()[k]), k
+
+
 def test_train_flops_logged_on_every_line(tmp_path):
     r = train(CFG, data=DATA, out_dir=tmp_path, epochs=2, eval_every=2,
               **{**FAST, "ema_decay": 0.0}, **QUIET)
