@@ -55,6 +55,9 @@ class MPPModel:
         if self.config.channels != 3:
             raise ConfigError("masked patch prediction predicts RGB mean colours: it needs "
                               f"3 channels, the config has {self.config.channels}")
+        if self.config.classifier != "token":   # the head below skips token 0 (the class token)
+            raise ConfigError(f"masked patch prediction needs a class token; "
+                              f"classifier={self.config.classifier!r} is not supported yet")
         D = self.config.dim
         rng = np.random.default_rng(seed + 7919)
         host = {

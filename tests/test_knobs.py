@@ -256,3 +256,29 @@ def test_numba_backend_matches_numpy_with_every_knob(dtype):
     np.testing.assert_allclose(gb, ga, **tol)
     for n in ref.params:
         np.testing.assert_allclose(nb.grads[n], ref.grads[n], err_msg=n, **tol)
+
+
+# ---------------------------------------------------------------------- inspection of GAP models
+def test_inspect_handles_gap_and_sincos_models():
+    from minivit.inspect import (attention_maps, cls_rollout_map, mean_attention_distance,
+                                 patch_position_embeddings)
+    gap = perturbed_model(tiny_config(classifier="gap", image_size=12), seed=0)   # 3x3 grid
+    pe = patch_position_embeddings(gap)
+    np.testing.assert_array_equal(pe.reshape(9, 8), gap.state_dict()["pos_embed"][0])
+    sc = perturbed_model(tiny_config(pos_embed="sincos2d", image_size=12), seed=0)
+    np.testing.assert_array_equal(patch_position_embeddings(sc).reshape(9, 8),
+                                  ops.sincos2d_pos_embed(3, 3, 8))
+    x = np.random.default_rng(0).standard_normal((2, 12, 12, 3))
+    atts = attention_maps(gap, x)
+    assert atts[0].shape == (2, 2, 9, 9)                      # N tokens, no class token
+    maps = cls_rollout_map(atts, gap.config.grid)
+    assert maps.shape == (2, 3, 3)
+    np.testing.assert_allclose(maps.sum(axis=(1, 2)), 1.0)    # the mean of stochastic rows
+    d = mean_attention_distance(atts, (3, 3), 4)
+    assert d.shape == (2, 2) and (d > 0).all()
+
+
+def test_pretrain_refuses_gap_by_name():
+    from minivit.pretrain import MPPModel
+    with pytest.raises(ConfigError, match="classifier='gap' is not supported yet"):
+        MPPModel(tiny_config(classifier="gap"))
