@@ -583,3 +583,31 @@ class CudaBackend:
     def all_finite(self, x):
         """True when no element of x is NaN or ±inf (one scalar comes down)."""
         return self._reduce(x, RED_NONFINITE) == 0.0
+
+    # ------------------------------------------------------------------ not yet on the GPU
+    # The recipe-search knobs (issue 15) run on the numpy and numba backends; ViT and
+    # TrainSettings refuse them for cuda up front, these are the backstop.
+    @staticmethod
+    def _unsupported(what):
+        raise ConfigError(f"{what} is not supported on the cuda backend yet")
+
+    def pos_add_forward(self, e, pos=None):
+        self._unsupported("classifier='gap'")
+
+    def pos_add_backward(self, dz, cache):
+        self._unsupported("classifier='gap'")
+
+    def mean_tokens_forward(self, z):
+        self._unsupported("classifier='gap'")
+
+    def mean_tokens_backward(self, dy, cache):
+        self._unsupported("classifier='gap'")
+
+    def dropout_forward(self, x, mask):
+        self._unsupported("dropout / drop_path")
+
+    def dropout_backward(self, dy, cache):
+        self._unsupported("dropout / drop_path")
+
+    def ema_update(self, s, p, decay):
+        self._unsupported("ema_decay")
