@@ -283,10 +283,7 @@ def load_checkpoint(path) -> dict:
         if st.shape != () or st.dtype.kind not in "iu" or int(st) < 0:
             raise CheckpointError(f"{path}: optim/step must be an integer scalar >= 0, got "
                                   f"{st.dtype} {st.shape}")
-    extra = sorted(set(params) - set(expected))
-    if extra:
-        raise CheckpointError(f"{path}: unexpected key(s) for this config: "
-                              f"{', '.join('param/' + k for k in extra)}")
+    _refuse_extra(path, "param/", params, expected)
     if ema:                                  # the weight average: the same names and shapes
         for name, shape in expected.items():
             a = ema.get(name)
@@ -295,11 +292,16 @@ def load_checkpoint(path) -> dict:
             if a.shape != shape or a.dtype.kind != "f" or not np.isfinite(a).all():
                 raise CheckpointError(f"{path}: ema/{name} must be finite floats of shape "
                                       f"{shape}, got {a.dtype} {a.shape}")
-        extra = sorted(set(ema) - set(expected))
-        if extra:
-            raise CheckpointError(f"{path}: unexpected key(s) for this config: "
-                                  f"{', '.join('ema/' + k for k in extra)}")
+        _refuse_extra(path, "ema/", ema, expected)
     return {"config": config, "params": params, "optim": optim, "ema": ema, "meta": meta}
+
+
+def _refuse_extra(path, prefix, arrays: dict, expected: dict) -> None:
+    """CheckpointError naming the arrays under ``prefix`` the config has no place for."""
+    extra = sorted(set(arrays) - set(expected))
+    if extra:
+        raise CheckpointError(f"{path}: unexpected key(s) for this config: "
+                              f"{', '.join(prefix + k for k in extra)}")
 
 
 TRAINING_FIELDS = ("settings", "epoch", "batch", "step", "history", "elapsed", "running")

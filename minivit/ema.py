@@ -14,7 +14,8 @@ import contextlib
 
 import numpy as np
 
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
+from .optim import restore_arrays
 
 
 class EMA:
@@ -43,16 +44,9 @@ class EMA:
         return {n: np.array(be.to_host(a)) for n, a in self.params.items()}
 
     def load_state_dict(self, d: dict):
-        """Restore from :meth:`state_dict` output; every name and shape must match."""
-        be, dt = self.model.be, self.model.dtype
-        for n, a in self.params.items():
-            if n not in d:
-                raise CheckpointError(f"EMA state is missing {n}")
-            host = np.asarray(d[n])
-            if host.shape != tuple(a.shape):
-                raise CheckpointError(f"EMA state {n} has shape {host.shape}, expected "
-                                      f"{tuple(a.shape)}")
-            self.params[n] = be.asarray(host, dtype=dt)
+        """Restore from :meth:`state_dict` output; every name and shape must match
+        (CheckpointError naming the key otherwise)."""
+        restore_arrays(self.params, d, self.model.be, self.model.dtype, "EMA state")
 
     @contextlib.contextmanager
     def swapped(self):
