@@ -371,7 +371,6 @@ class ViT:
         dt, g["norm.weight"], g["norm.bias"] = be.layernorm_backward(dy, cache["ln_f"])
         return be.take_cls_backward(dt, cache["zL_shape"])
 
-    # ------------------------------------------------------------------ whole model
     # ------------------------------------------------------------------ dropout masks
     def draw_masks(self, rng_key, batch) -> dict:
         """The dropout and stochastic-depth masks of one training step.
@@ -413,7 +412,7 @@ class ViT:
         """
         self.keep_attention = keep_attention
         self._cache = {}
-        self._masks = {}
+        self._masks, self.last_masks = {}, {}
         c = self.config
         if rng_key is not None and (c.dropout or c.drop_path):
             host = self.draw_masks(rng_key, len(images))
