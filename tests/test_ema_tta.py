@@ -215,3 +215,16 @@ def test_evaluate_with_flip_tta():
     logits = (m.forward(xn) + m.forward(np.ascontiguousarray(xn[:, :, ::-1]))) / 2
     np.testing.assert_array_equal(r["predictions"], logits.argmax(axis=1))
     assert r["acc"] == float((logits.argmax(axis=1) == y).mean())
+
+
+def test_cli_eval_flags_errors_are_one_line(tmp_path, capsys):
+    """`minivit eval --ema` on a checkpoint without an average, `--tta rotate`: one line."""
+    from minivit.cli import main
+    m = perturbed_model(tiny_config(), dtype="float32")
+    save_checkpoint(tmp_path / "ck.npz", m)
+    rc = main(["eval", str(tmp_path / "ck.npz"), "--ema"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "holds no weight average" in err[0], err
+    rc = main(["eval", str(tmp_path / "ck.npz"), "--tta", "rotate"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "invalid choice: 'rotate'" in err and "Traceback" not in err

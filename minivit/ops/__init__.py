@@ -15,8 +15,8 @@ from .embedding import (pos2d_backward, pos2d_forward, pos_add_backward, pos_add
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .losses import cross_entropy_backward, cross_entropy_forward, softmax_cross_entropy
-from .pooling import mean_tokens_backward, mean_tokens_forward
 from .patches import patch_grid, patches_backward, patches_forward
+from .pooling import mean_tokens_backward, mean_tokens_forward
 from .softmax import softmax_backward, softmax_forward
 
 __all__ = [n for n in dir() if not n.startswith("_")]
