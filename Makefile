@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 DATA   ?= ../shared/data
 
-.PHONY: venv demo test cifar10-60min bench clean
+.PHONY: venv demo test cifar10-60min cifar10-30min bench clean
 
 # `make test` needs the dev tools and PyTorch (the test oracle); `make demo` only the
 # runtime (NumPy, Numba, Matplotlib, tqdm, Pillow): two stamps, so the demo never pulls
@@ -33,6 +33,12 @@ demo: $(VENV)/.runtime
 cifar10-60min: venv
 	$(PY) -m minivit.cli train --preset cifar10-tiny --epochs 28 --batch-size 64 --lr 1e-3 \
 		--eval-every 4 --data-dir $(DATA) --backend numba --out runs/cifar10-60min
+
+# Half the training compute of cifar10-60min (train_flops in metrics.jsonl): 14 epochs.
+# A placeholder until the recipe search (issue 15) picks the 30-minute recipe.
+cifar10-30min: venv
+	$(PY) -m minivit.cli train --preset cifar10-tiny --epochs 14 --batch-size 64 --lr 1e-3 \
+		--eval-every 2 --data-dir $(DATA) --backend numba --out runs/cifar10-30min
 
 bench: venv
 	$(PY) benchmarks/train_step.py

@@ -34,21 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_data import add_data_flags, load_data  # noqa: E402
 from minivit import ViTConfig                      # noqa: E402
 from minivit.finetune import adapt_params          # noqa: E402
 from minivit.pretrain import pretrain              # noqa: E402
 from minivit.train import train                    # noqa: E402
-
-
-def _load(args, config):
-    if args.synthetic:
-        from minivit.data.synthetic import make_synthetic
-        n = args.limit or 1024
-        return make_synthetic(n_train=n, n_test=max(n // 4, 32), image_size=config.image_size,
-                              num_classes=config.num_classes, seed=args.seed)
-    from minivit.data import load_cifar10
-    return load_cifar10(args.data_dir, limit_train=args.limit, limit_test=args.limit_test,
-                        expected_counts=None if (args.limit or args.limit_test) else (50000, 10000))
 
 
 def _summary(r):
@@ -69,17 +59,11 @@ def main(argv=None):
     p.add_argument("--finetune-recipe", choices=("same", "sgd"), default="same")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--backend", default="numba", choices=("numpy", "numba", "cuda"))
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--limit", type=int, default=None, help="first N training images")
-    p.add_argument("--limit-test", type=int, default=None)
-    p.add_argument("--synthetic", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tag", default="")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    add_data_flags(p)
     args = p.parse_args(argv)
 
     config = ViTConfig.preset(args.preset)
-    data = _load(args, config)
+    data = load_data(args, config)
     # checkpoints of both arms go to runs/ (ignored by git); the JSON keeps the histories
     runs = ROOT / "runs" / f"mpp_vs_scratch{'_' + args.tag if args.tag else ''}"
     common = dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,

@@ -5,6 +5,8 @@ Layout of a minivit checkpoint (format 1):
     optim/<key>         optimizer state (``AdamW.state_dict()`` keys), when saved
     extra/<name>        arrays an objective trains besides the ViT (masked patch
                         prediction: its head and [mask] token), when any
+    ema/<name>          the exponential moving average of every parameter, when the run
+                        keeps one (:mod:`minivit.ema`)
     meta.json           uint8 bytes of a JSON object: format, config, dtype, step, epoch,
                         and whatever the trainer adds (seed, metrics, …)
 
@@ -173,17 +175,21 @@ def read_npz(path) -> dict[str, np.ndarray]:
                               f"({type(e).__name__}: {_one_line(e)})") from None
 
 
-def save_checkpoint(path, model, optimizer=None, extra=None, **meta) -> Path:
-    """Save a model (and optionally its optimizer) to ``path`` atomically.
+def save_checkpoint(path, model, optimizer=None, extra=None, ema=None, **meta) -> Path:
+    """Save a model (and optionally its optimizer and weight average) to ``path``
+    atomically.
 
     extra: host arrays an objective trains besides the model (e.g. the MPP head and
     [mask] token), stored as ``extra/<name>``: one file holds the whole run.
+    ema: a :class:`minivit.ema.EMA` or None, stored as ``ema/<name>``.
     meta: extra JSON-serialisable fields (step, epoch, seed, …) stored in meta.json.
     """
     arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
     if optimizer is not None:
         arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
     arrays.update({f"extra/{k}": np.asarray(v) for k, v in (extra or {}).items()})
+    if ema is not None:
+        arrays.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
     info = {"format": FORMAT, "config": model.config.to_dict(), "dtype": str(model.dtype)}
     info.update(meta)
     arrays["meta.json"] = np.frombuffer(json.dumps(info).encode("utf-8"), dtype=np.uint8)
@@ -222,9 +228,10 @@ def load_checkpoint(path) -> dict:
     """Read and validate a checkpoint.
 
     Returns ``{"config": ViTConfig, "params": {name: array}, "optim": {key: array},
-    "extra": {name: array}, "meta": dict}``. Raises CheckpointError naming the key for
-    missing or mis-shaped parameters, non-float arrays, a missing/invalid meta.json or a
-    config that disagrees with the arrays.
+    "extra": {name: array}, "ema": {name: array} (empty without a weight average),
+    "meta": dict}``. Raises CheckpointError naming the key for missing or mis-shaped
+    parameters, non-float arrays, a missing/invalid meta.json or a config that disagrees
+    with the arrays.
     """
     arrays = read_npz(path)
     if "meta.json" not in arrays:
@@ -248,7 +255,8 @@ def load_checkpoint(path) -> dict:
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     optim = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
     extra = {k[len("extra/"):]: v for k, v in arrays.items() if k.startswith("extra/")}
-    unknown = [k for k in arrays if not k.startswith(("param/", "optim/", "extra/"))]
+    ema = {k[len("ema/"):]: v for k, v in arrays.items() if k.startswith("ema/")}
+    unknown = [k for k in arrays if not k.startswith(("param/", "optim/", "extra/", "ema/"))]
     if unknown:
         raise CheckpointError(f"{path}: unexpected key(s): {', '.join(sorted(unknown))}")
     # The config comes from the file: a hostile "depth": 10**12 must not make
@@ -285,11 +293,26 @@ def load_checkpoint(path) -> dict:
         if st.shape != () or st.dtype.kind not in "iu" or int(st) < 0:
             raise CheckpointError(f"{path}: optim/step must be an integer scalar >= 0, got "
                                   f"{st.dtype} {st.shape}")
-    surplus = sorted(set(params) - set(expected))
+    _refuse_surplus(path, "param/", params, expected)
+    if ema:                                  # the weight average: the same names and shapes
+        for name, shape in expected.items():
+            a = ema.get(name)
+            if a is None:
+                raise CheckpointError(f"{path}: missing key ema/{name}")
+            if a.shape != shape or a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise CheckpointError(f"{path}: ema/{name} must be finite floats of shape "
+                                      f"{shape}, got {a.dtype} {a.shape}")
+        _refuse_surplus(path, "ema/", ema, expected)
+    return {"config": config, "params": params, "optim": optim, "extra": extra, "ema": ema,
+            "meta": meta}
+
+
+def _refuse_surplus(path, prefix, arrays: dict, expected: dict) -> None:
+    """CheckpointError naming the arrays under ``prefix`` the config has no place for."""
+    surplus = sorted(set(arrays) - set(expected))
     if surplus:
         raise CheckpointError(f"{path}: unexpected key(s) for this config: "
-                              f"{', '.join('param/' + k for k in surplus)}")
-    return {"config": config, "params": params, "optim": optim, "extra": extra, "meta": meta}
+                              f"{', '.join(prefix + k for k in surplus)}")
 
 
 TRAINING_FIELDS = ("settings", "epoch", "batch", "step", "history", "elapsed", "running")
@@ -329,11 +352,14 @@ def require_training_state(ck: dict, path) -> None:
         raise CheckpointError(f"{path}: missing key optim/step (no optimizer state to resume)")
 
 
-def load_model(path, backend="numpy", dtype=None):
+def load_model(path, backend="numpy", dtype=None, ema=False):
     """Build a :class:`~minivit.model.ViT` from a checkpoint. dtype: None keeps the saved
-    dtype. Returns (model, meta)."""
+    dtype. ema: load the moving average of the weights instead of the raw weights
+    (CheckpointError when the file holds none). Returns (model, meta)."""
     from .model import ViT
     ck = load_checkpoint(path)
+    if ema and not ck["ema"]:
+        raise CheckpointError(f"{path}: holds no weight average (train with --ema-decay)")
     model = ViT(ck["config"], dtype=dtype or ck["meta"].get("dtype", "float32"),
-                backend=backend, params=ck["params"])
+                backend=backend, params=ck["ema"] if ema else ck["params"])
     return model, ck["meta"]

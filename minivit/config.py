@@ -15,7 +15,8 @@ from .errors import ConfigError
 
 HEAD_TYPES = ("linear", "pre-logits")
 GELU_FORMS = ("tanh", "erf")
-POS_EMBEDS = ("learned-1d", "learned-2d", "none")
+POS_EMBEDS = ("learned-1d", "learned-2d", "sincos2d", "none")
+CLASSIFIERS = ("token", "gap")
 
 
 MAX_DEPTH = 1024            # ViT-H has 32 blocks, ViT-22B 48
@@ -41,7 +42,18 @@ class ViTConfig:
     gelu:       ``"tanh"`` (official JAX model) or ``"erf"`` (exact, PyTorch/timm default).
     ln_eps:     LayerNorm epsilon (1e-6 in the official model and timm).
     pos_embed:  ``"learned-1d"`` (paper default), ``"learned-2d"`` (Appendix D.4: one D/2
-                table per axis, concatenated) or ``"none"``.
+                table per axis, concatenated), ``"sincos2d"`` (fixed 2-D sine-cosine, no
+                parameters; big_vision's ``posemb_sincos_2d``, needs D divisible by 4) or
+                ``"none"``.
+    classifier: ``"token"`` (paper default: the class token's output, Eq. 4) or ``"gap"``
+                (global average pooling of the encoder output, no class token; Appendix
+                D.3): N tokens instead of N + 1.
+    dropout:    dropout rate after the embedding sum (Eq. 1), after the attention output
+                projection and after each MLP dense (as in the official code); 0 = off.
+                Active only in training steps (see :meth:`minivit.model.ViT.forward`).
+    drop_path:  stochastic depth (Huang et al. 2016): the largest rate at which a residual
+                branch of Eq. 2–3 is dropped for a whole sample; block ℓ of L uses
+                drop_path·ℓ/(L−1) (linear rule, as DeiT/timm); 0 = off.
     """
 
     image_size: int = 32
@@ -57,6 +69,9 @@ class ViTConfig:
     gelu: str = "tanh"
     ln_eps: float = 1e-6
     pos_embed: str = "learned-1d"
+    classifier: str = "token"
+    dropout: float = 0.0
+    drop_path: float = 0.0
 
     def __post_init__(self):
         self.validate()
@@ -78,6 +93,11 @@ class ViTConfig:
         """N, the number of patch tokens (the class token comes on top: N + 1 tokens)."""
         gh, gw = self.grid
         return gh * gw
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens in the encoder: N + 1 with a class token, N with GAP."""
+        return self.num_patches + (1 if self.classifier == "token" else 0)
 
     @property
     def head_dim(self) -> int:
@@ -117,6 +137,15 @@ class ViTConfig:
         if self.pos_embed == "learned-2d" and self.dim % 2 != 0:
             raise ConfigError(f"learned-2d position embeddings need an even D "
                               f"(one D/2 table per axis), got D={self.dim}")
+        if self.pos_embed == "sincos2d" and (self.dim % 4 != 0 or self.dim < 8):
+            raise ConfigError(f"sincos2d position embeddings need D divisible by 4 and >= 8 "
+                              f"(sin and cos of each axis, D/4 frequencies), got D={self.dim}")
+        if self.classifier not in CLASSIFIERS:
+            raise ConfigError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
+        for name in ("dropout", "drop_path"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise ConfigError(f"{name} must be a rate in [0, 1), got {v!r}")
         if not (isinstance(self.ln_eps, (int, float)) and self.ln_eps > 0):
             raise ConfigError(f"ln_eps must be a positive number, got {self.ln_eps!r}")
         # Absurd sizes (a typo such as --depth 1000000000, a hostile checkpoint's config)
@@ -137,15 +166,18 @@ class ViTConfig:
         """
         D, M, C = self.dim, self.mlp_dim, self.num_classes
         gh, gw = self.grid
+        token = self.classifier == "token"
         shapes: dict[str, tuple[int, ...]] = {
             "patch_embed.weight": (self.patch_dim, D),  # E in Eq. 1, rows in (h, w, c) order
             "patch_embed.bias": (D,),
-            "cls_token": (1, 1, D),                     # x_class in Eq. 1
         }
+        if token:
+            shapes["cls_token"] = (1, 1, D)             # x_class in Eq. 1 (none with GAP)
         if self.pos_embed == "learned-1d":
-            shapes["pos_embed"] = (1, self.num_patches + 1, D)   # E_pos in Eq. 1
+            shapes["pos_embed"] = (1, self.num_tokens, D)    # E_pos in Eq. 1
         elif self.pos_embed == "learned-2d":
-            shapes["pos_embed_cls"] = (1, D)            # the class token's own embedding
+            if token:
+                shapes["pos_embed_cls"] = (1, D)        # the class token's own embedding
             shapes["pos_embed_row"] = (gh, D // 2)      # Y-embedding, one row per grid row
             shapes["pos_embed_col"] = (gw, D // 2)      # X-embedding
         for i in range(self.depth):
@@ -178,11 +210,14 @@ class ViTConfig:
         return total
 
     def flops_per_image(self) -> int:
-        """Approximate forward FLOPs for one image (2 per multiply-add; matmuls only).
+        """Forward FLOPs for one image: 2 per multiply-add of every matmul (patch embedding,
+        qkv, the attention products q kᵀ and A v, the output projection, the MLP, the
+        head); LayerNorm, softmax, GELU, dropout and the residual adds are not counted.
 
-        Training costs about 3× this (forward + two matmuls per matmul in backward).
+        Training costs 3× this (:meth:`train_flops_per_image`): the backward pass does two
+        matmuls for each matmul of the forward pass.
         """
-        N1, D, M = self.num_patches + 1, self.dim, self.mlp_dim
+        N1, D, M = self.num_tokens, self.dim, self.mlp_dim
         f = 2 * self.num_patches * self.patch_dim * D                # patch embedding
         per_block = 2 * N1 * D * 3 * D + 2 * N1 * D * D             # qkv, proj
         per_block += 2 * 2 * N1 * N1 * D                             # q kᵀ and A v
@@ -190,6 +225,10 @@ class ViTConfig:
         f += self.depth * per_block
         f += 2 * D * self.num_classes + (2 * D * D if self.head_type == "pre-logits" else 0)
         return f
+
+    def train_flops_per_image(self) -> int:
+        """Forward + backward FLOPs of one training image: 3 × :meth:`flops_per_image`."""
+        return 3 * self.flops_per_image()
 
     # ------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict:

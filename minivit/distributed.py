@@ -136,6 +136,10 @@ class Communicator:
         shard (B/K, ...) of the global batch."""
         return images, labels
 
+    def shard_start(self, batch: int) -> int:
+        """The index in a global batch of ``batch`` images of this rank's first one."""
+        return 0
+
     def allreduce_grads(self, be, grads: dict) -> dict:
         """Average the gradients of all ranks in place: g ← (1/K) Σ_r g_r. grads: name →
         backend array (host or device); returns grads."""
@@ -328,9 +332,11 @@ class MPICommunicator(Communicator):
 
     # --------------------------------------------------------------- the step
     def shard(self, images, labels):
-        n = len(images) // self.size
-        s = slice(self.rank * n, (self.rank + 1) * n)
-        return images[s], labels[s]
+        start, n = self.shard_start(len(images)), len(images) // self.size
+        return images[start:start + n], labels[start:start + n]
+
+    def shard_start(self, batch):
+        return self.rank * (batch // self.size)
 
     def _bucket(self, dtype, n):
         key = (np.dtype(dtype).str, n)

@@ -12,8 +12,11 @@ from .ops.losses import cross_entropy_forward
 
 
 def evaluate(model, x_uint8, y, batch_size=500, mean=None, std=None, smoothing=0.0,
-             progress=False):
+             progress=False, tta="none"):
     """Evaluate ``model`` on uint8 images.
+
+    tta: "none", or "flip" to average the logits of each image and its horizontal
+    mirror (:func:`minivit.tta.predict_logits_tta`).
 
     x_uint8: (n, H, W, C) uint8; y: (n,) ints. Returns dict with loss (mean
     cross-entropy, with ``smoothing``), acc, per_class_acc (C,), confusion (C, C) int64
@@ -47,7 +50,11 @@ def evaluate(model, x_uint8, y, batch_size=500, mean=None, std=None, smoothing=0
                leave=False)
     for s in range(0, len(y), batch_size):
         xb = normalize(x_uint8[s:s + batch_size], mean, std)
-        logits = model.be.to_host(model.forward(xb))
+        if tta != "none":
+            from .tta import predict_logits_tta
+            logits = predict_logits_tta(model, xb, tta)
+        else:
+            logits = model.be.to_host(model.forward(xb))
         loss, _ = cross_entropy_forward(np.asarray(logits, np.float64), y[s:s + batch_size],
                                         smoothing)
         total_loss += loss * len(xb)
@@ -78,6 +85,12 @@ def configure_parser(p):
     add_backend_flag(p, default="numba")
     p.add_argument("--batch-size", type=int, default=500, help="default 500")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images")
+    p.add_argument("--tta", choices=["none", "flip"], default="none",
+                   help="test-time augmentation: flip averages the logits of each image "
+                        "and its horizontal mirror (default: none)")
+    p.add_argument("--ema", action="store_true",
+                   help="evaluate the checkpoint's moving average of the weights (a run "
+                        "trained with --ema-decay; default: off)")
     p.add_argument("--out", default=None,
                    help="folder for confusion.png and eval.json (default: beside the "
                         "checkpoint; for a bundled model runs/eval-NAME)")
@@ -128,22 +141,25 @@ def cli_run(args):
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     ckpt = resolve_checkpoint(args.checkpoint)
-    model, meta = load_model(ckpt, backend=args.backend)
+    model, meta = load_model(ckpt, backend=args.backend, ema=args.ema)
     require_classifier(meta, ckpt)
     classes = class_names(meta, model.config.num_classes, ckpt)
     x_test, y_test, classes, what = _test_data(args, model, meta, ckpt, classes)
     out = Path(args.out) if args.out else default_out_dir(ckpt)
-    print(f"checkpoint: {ckpt}")
+    print(f"checkpoint: {ckpt}" + (" (its moving average of the weights)" if args.ema else ""))
     print(f"evaluating on {len(y_test)} {what}; outputs go to {out}/")
-    r = evaluate(model, x_test, y_test, args.batch_size, progress=not args.no_progress)
+    r = evaluate(model, x_test, y_test, args.batch_size, progress=not args.no_progress,
+                 tta=args.tta)
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion_matrix(r["confusion"], classes, out / "confusion.png")
     print(f"test accuracy: {100 * r['acc']:.2f}% on {len(y_test)} images "
-          f"(loss {r['loss']:.4f})")
+          f"(loss {r['loss']:.4f})" + (f", TTA {args.tta}" if args.tta != "none" else "")
+          + (", EMA weights" if args.ema else ""))
     for name, a in zip(classes, r["per_class_acc"]):
         print(f"  {name:<12s} {100 * a:6.2f}%")
     with open(out / "eval.json", "w") as f:
         json.dump({"checkpoint": str(ckpt), "data": what, "acc": r["acc"], "loss": r["loss"],
+                   "tta": args.tta, "ema": bool(args.ema),
                    "per_class_acc": dict(zip(classes, map(float, r["per_class_acc"]))),
                    "confusion": r["confusion"].tolist()}, f, indent=1)
     print(f"wrote {out / 'eval.json'} and {out / 'confusion.png'}")

@@ -26,7 +26,8 @@ from minivit.ops.resample import bilinear_resize, interp_matrix, resize_images  
 
 
 # ---------------------------------------------------------------------- parameters
-_SAME_FIELDS = ("channels", "patch_size", "dim", "depth", "heads", "mlp_dim", "pos_embed")
+_SAME_FIELDS = ("channels", "patch_size", "dim", "depth", "heads", "mlp_dim", "pos_embed",
+                "classifier")
 
 
 def adapt_params(params, old_config: ViTConfig, new_config: ViTConfig, seed=0,
@@ -61,7 +62,14 @@ def adapt_params(params, old_config: ViTConfig, new_config: ViTConfig, seed=0,
                               f"config says {shape}")
     out = {k: np.array(v) for k, v in params.items() if k in shapes}
     if old_config.grid != new_config.grid:
-        if new_config.pos_embed == "learned-1d":
+        if new_config.pos_embed == "learned-1d" and new_config.classifier == "gap":
+            # no class-token row: resample with a dummy one, then drop it
+            D = new_config.dim
+            pos = np.concatenate([np.zeros((1, 1, D), out["pos_embed"].dtype),
+                                  out["pos_embed"]], axis=1)
+            out["pos_embed"] = resample_pos_embed(pos, new_config.grid, old_config.grid,
+                                                  align_corners)[:, 1:]
+        elif new_config.pos_embed == "learned-1d":
             out["pos_embed"] = resample_pos_embed(out["pos_embed"], new_config.grid,
                                                   old_config.grid, align_corners)
         elif new_config.pos_embed == "learned-2d":

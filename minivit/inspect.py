@@ -76,13 +76,17 @@ def cls_rollout_map(attentions, grid=None, add_residual=True) -> np.ndarray:
     attentions: list of (B, heads, T, T) (rolled out here) or an already rolled-out
     (B, T, T) array. grid: (G_h, G_w); None: a square grid from N = T − 1.
     Returns (B, G_h, G_w), non-negative; the paper overlays it (normalised to its max)
-    on the input image (Fig. 6).
+    on the input image (Fig. 6). A model without class token (``classifier="gap"``,
+    T = G_h·G_w given by ``grid``) has its head read the mean of all tokens: the map is
+    then the mean of the rollout's rows.
     """
     if isinstance(attentions, np.ndarray) and attentions.ndim == 3:
         R = np.asarray(attentions, dtype=np.float64)
     else:
         R = attention_rollout(attentions, add_residual)
     B, T, _ = R.shape
+    if grid is not None and grid[0] * grid[1] == T:          # GAP: no class token
+        return R.mean(axis=1).reshape(B, grid[0], grid[1])
     N = T - 1
     if grid is None:
         g = int(round(np.sqrt(N)))
@@ -124,10 +128,10 @@ def mean_attention_distance(attentions, grid, patch_size, stride=None,
     N = dist.shape[0]
     out = []
     for A in atts:
-        if A.shape[-1] != N + 1:
+        if A.shape[-1] not in (N, N + 1):
             raise ConfigError(f"attention over {A.shape[-1]} tokens does not match the grid "
                               f"{tuple(grid)} (+ class token = {N + 1})")
-        a = A[:, :, 1:, 1:]                                  # (B, heads, N, N)
+        a = A[:, :, 1:, 1:] if A.shape[-1] == N + 1 else A  # (B, heads, N, N); GAP: no cls
         if renormalize:
             a = a / np.maximum(a.sum(-1, keepdims=True), 1e-30)
         per_query = (a * dist).sum(-1)                        # (B, heads, N)
@@ -148,14 +152,19 @@ def patch_position_embeddings(model) -> np.ndarray:
     c = model.config
     p = _host_params(model)
     gh, gw = c.grid
+    k = 1 if c.classifier == "token" else 0               # the class token's row, if any
     if c.pos_embed == "learned-1d":
-        return np.asarray(p["pos_embed"], dtype=np.float64)[0, 1:].reshape(gh, gw, c.dim)
+        return np.asarray(p["pos_embed"], dtype=np.float64)[0, k:].reshape(gh, gw, c.dim)
     if c.pos_embed == "learned-2d":
         from minivit.ops.embedding import pos2d_forward
-        pos, _ = pos2d_forward(np.asarray(p["pos_embed_cls"], np.float64),
+        pcls = p.get("pos_embed_cls")
+        pos, _ = pos2d_forward(None if pcls is None else np.asarray(pcls, np.float64),
                                np.asarray(p["pos_embed_row"], np.float64),
                                np.asarray(p["pos_embed_col"], np.float64))
-        return pos[0, 1:].reshape(gh, gw, c.dim)
+        return pos[0, k:].reshape(gh, gw, c.dim)
+    if c.pos_embed == "sincos2d":
+        from minivit.ops.embedding import sincos2d_pos_embed
+        return sincos2d_pos_embed(gh, gw, c.dim).reshape(gh, gw, c.dim)
     raise ConfigError("this model has no position embeddings (pos_embed='none')")
 
 

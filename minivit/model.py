@@ -6,6 +6,13 @@
     Eq. 4   y    = LN(z_L⁰)                                         head_forward
             logits = head(y)   (linear, or tanh pre-logits + linear)
 
+With ``classifier="gap"`` (Appendix D.3) there is no class token: z_0 = [x_pE] + E_pos and
+y = mean_n LN(z_L)_n. Dropout (after the embedding sum, the attention output projection and
+each MLP dense, as in the official code) and stochastic depth (a per-sample mask on each
+residual branch of Eq. 2–3) are active only in a training step, i.e. when ``forward`` gets
+an ``rng_key``; their masks are a pure function of that key (the trainer passes
+(seed, step)), so a resumed run draws exactly the masks the uninterrupted run drew.
+
 Each stage has its backward pass right below it. The model does no arithmetic on arrays
 itself: every op goes through the backend (NumPy, Numba or CUDA), so this one file drives
 all of them. Parameters and gradients are flat, ordered dicts with the same names
@@ -20,6 +27,32 @@ import numpy as np
 from .backends import get_backend
 from .config import ViTConfig
 from .errors import ConfigError
+from .ops.dropout import drop_path_mask, dropout_mask
+from .ops.embedding import sincos2d_pos_embed
+
+# Tag mixed into the dropout generator's seed, so its stream never coincides with the
+# data order / augmentation streams, which are also seeded from (seed, …).
+_DROPOUT_STREAM = 0x44524F50            # "DROP"
+
+
+def drop_path_rates(config: ViTConfig) -> list[float]:
+    """Stochastic-depth rate of each block: linear from 0 (block 0) to ``drop_path``
+    (block L−1), the rule of Huang et al. 2016 as used by DeiT/timm."""
+    L = config.depth
+    return [config.drop_path * i / (L - 1) if L > 1 else 0.0 for i in range(L)]
+
+
+def unsupported_on_cuda(config: ViTConfig) -> str | None:
+    """The first knob of ``config`` the cuda backend cannot run yet, or None."""
+    if config.classifier != "token":
+        return f"classifier={config.classifier!r}"
+    if config.pos_embed == "sincos2d":
+        return "pos_embed='sincos2d'"
+    if config.dropout:
+        return "dropout"
+    if config.drop_path:
+        return "drop_path"
+    return None
 
 
 # ---------------------------------------------------------------------- initialisation
@@ -91,6 +124,19 @@ class ViT:
         self.config = config
         self.dtype = np.dtype(dtype)
         self.be = get_backend(backend)
+        knob = unsupported_on_cuda(config) if getattr(self.be, "name", "") == "cuda" else None
+        if knob:
+            raise ConfigError(f"{knob} is not supported on the cuda backend yet")
+        self._fixed_pos = None
+        if config.pos_embed == "sincos2d":
+            # fixed E_pos (no parameters); the class token, if any, gets a zero row, as in
+            # big_vision (its class token is concatenated after the sum)
+            pos = sincos2d_pos_embed(*config.grid, config.dim)
+            if config.classifier == "token":
+                pos = np.concatenate([np.zeros((1, config.dim)), pos], axis=0)
+            self._fixed_pos = self.be.asarray(pos[None], dtype=self.dtype)
+        self._masks: dict = {}
+        self.last_masks: dict = {}
         host = init_params(config, seed) if params is None else params
         self.params = {}
         self.load_params(host)
@@ -177,7 +223,13 @@ class ViT:
             e, cache["patch_transform"] = patch_transform.forward(e)
         cache["patch_transform_obj"] = patch_transform
         pos = self._pos_embed_forward()
-        z0, cache["tokens"] = be.tokens_forward(e, p["cls_token"], pos)       # + E_pos
+        if c.classifier == "token":
+            z0, cache["tokens"] = be.tokens_forward(e, p["cls_token"], pos)   # + E_pos
+        else:                                                              # GAP: no x_class
+            z0, cache["tokens"] = be.pos_add_forward(e, pos)
+        mask = self._masks.get("embed")
+        if mask is not None:                                  # dropout after the sum
+            z0, _ = be.dropout_forward(z0, mask)
         return z0
 
     def _pos_embed_forward(self):
@@ -186,20 +238,27 @@ class ViT:
             return p["pos_embed"]
         if c.pos_embed == "learned-2d":
             pos, self._cache["pos2d"] = self.be.pos2d_forward(
-                p["pos_embed_cls"], p["pos_embed_row"], p["pos_embed_col"])
+                p.get("pos_embed_cls"), p["pos_embed_row"], p["pos_embed_col"])
             return pos
-        return None
+        return self._fixed_pos                # sincos2d (fixed) or None
 
     def embed_backward(self, dz0, need_dimages=False):
         """dz0: (B, N+1, D). Fills the gradients of Eq. 1's parameters; returns
         dimages (B, H, W, C) when need_dimages, else None."""
         be, cache, g, c = self.be, self._cache, self.grads, self.config
-        de, g["cls_token"], dpos = be.tokens_backward(dz0, cache["tokens"])
+        mask = self._masks.get("embed")
+        if mask is not None:
+            dz0 = be.dropout_backward(dz0, mask)
+        if c.classifier == "token":
+            de, g["cls_token"], dpos = be.tokens_backward(dz0, cache["tokens"])
+        else:
+            de, dpos = be.pos_add_backward(dz0, cache["tokens"])
         if c.pos_embed == "learned-1d":
             g["pos_embed"] = dpos
         elif c.pos_embed == "learned-2d":
-            g["pos_embed_cls"], g["pos_embed_row"], g["pos_embed_col"] = \
-                be.pos2d_backward(dpos, cache["pos2d"])
+            dcls, g["pos_embed_row"], g["pos_embed_col"] = be.pos2d_backward(dpos, cache["pos2d"])
+            if c.classifier == "token":
+                g["pos_embed_cls"] = dcls
         pt = cache["patch_transform_obj"]
         if pt is not None:
             de = pt.backward(de, cache["patch_transform"])
@@ -211,10 +270,13 @@ class ViT:
 
     # ------------------------------------------------------------------ Eq. 2–3
     def block_forward(self, i, z):
-        """Encoder block i. z: (B, N+1, D) → (B, N+1, D). Pre-norm residual branches."""
+        """Encoder block i. z: (B, N+1, D) → (B, N+1, D). Pre-norm residual branches.
+        In a training step, dropout and the stochastic-depth mask multiply each branch
+        before its residual add (masks from :meth:`draw_masks`)."""
         be, c, p = self.be, self.config, self.params
         n = f"blocks.{i}."
         bc = {}
+        mk = self._masks
         # Eq. 2: z' = MSA(LN(z)) + z
         h, bc["ln1"] = be.layernorm_forward(z, p[n + "norm1.weight"], p[n + "norm1.bias"],
                                             c.ln_eps)
@@ -223,13 +285,19 @@ class ViT:
         if self.keep_attention:
             self.last_attention.append(be.attention_probs(bc["attn"]))
         o, bc["proj"] = be.linear_forward(a, p[n + "attn.proj.weight"], p[n + "attn.proj.bias"])
+        if n + "attn" in mk:                        # dropout · drop path of the MSA branch
+            o, _ = be.dropout_forward(o, mk[n + "attn"])
         z = be.add(z, o)
         # Eq. 3: z = MLP(LN(z')) + z',  MLP = fc2(GELU(fc1(·)))
         h, bc["ln2"] = be.layernorm_forward(z, p[n + "norm2.weight"], p[n + "norm2.bias"],
                                             c.ln_eps)
         u, bc["fc1"] = be.linear_gelu_forward(h, p[n + "mlp.fc1.weight"],
                                               p[n + "mlp.fc1.bias"], c.gelu)
+        if n + "fc1" in mk:                         # dropout after GELU(fc1)
+            u, _ = be.dropout_forward(u, mk[n + "fc1"])
         m, bc["fc2"] = be.linear_forward(u, p[n + "mlp.fc2.weight"], p[n + "mlp.fc2.bias"])
+        if n + "mlp" in mk:                         # dropout · drop path of the MLP branch
+            m, _ = be.dropout_forward(m, mk[n + "mlp"])
         self._cache[f"block{i}"] = bc
         return be.add(z, m)
 
@@ -240,13 +308,18 @@ class ViT:
         be, g = self.be, self.grads
         n = f"blocks.{i}."
         bc = self._cache[f"block{i}"]
+        mk = self._masks
         # Eq. 3 backward
-        du, g[n + "mlp.fc2.weight"], g[n + "mlp.fc2.bias"] = be.linear_backward(dz, bc["fc2"])
+        dm = be.dropout_backward(dz, mk[n + "mlp"]) if n + "mlp" in mk else dz
+        du, g[n + "mlp.fc2.weight"], g[n + "mlp.fc2.bias"] = be.linear_backward(dm, bc["fc2"])
+        if n + "fc1" in mk:
+            du = be.dropout_backward(du, mk[n + "fc1"])
         dh, g[n + "mlp.fc1.weight"], g[n + "mlp.fc1.bias"] = be.linear_gelu_backward(du, bc["fc1"])
         dx, g[n + "norm2.weight"], g[n + "norm2.bias"] = be.layernorm_backward(dh, bc["ln2"])
         dz = be.add(dz, dx)
         # Eq. 2 backward
-        da, g[n + "attn.proj.weight"], g[n + "attn.proj.bias"] = be.linear_backward(dz, bc["proj"])
+        do = be.dropout_backward(dz, mk[n + "attn"]) if n + "attn" in mk else dz
+        da, g[n + "attn.proj.weight"], g[n + "attn.proj.bias"] = be.linear_backward(do, bc["proj"])
         dqkv = be.mhsa_core_backward(da, bc["attn"])
         dh, g[n + "attn.qkv.weight"], g[n + "attn.qkv.bias"] = be.linear_backward(dqkv, bc["qkv"])
         dx, g[n + "norm1.weight"], g[n + "norm1.bias"] = be.layernorm_backward(dh, bc["ln1"])
@@ -270,8 +343,14 @@ class ViT:
         """Eq. 4 and the head. zL: (B, N+1, D) → logits: (B, classes)."""
         be, c, p, cache = self.be, self.config, self.params, self._cache
         cache["zL_shape"] = zL.shape
-        t = be.take_cls(zL)                                         # z_L⁰
-        y, cache["ln_f"] = be.layernorm_forward(t, p["norm.weight"], p["norm.bias"], c.ln_eps)
+        if c.classifier == "token":
+            t = be.take_cls(zL)                                     # z_L⁰
+            y, cache["ln_f"] = be.layernorm_forward(t, p["norm.weight"], p["norm.bias"],
+                                                    c.ln_eps)
+        else:               # GAP: LayerNorm on every token, then their mean (official code)
+            t, cache["ln_f"] = be.layernorm_forward(zL, p["norm.weight"], p["norm.bias"],
+                                                    c.ln_eps)
+            y, cache["gap"] = be.mean_tokens_forward(t)
         if c.head_type == "pre-logits":
             y, cache["pre"] = be.linear_forward(y, p["pre_logits.weight"], p["pre_logits.bias"])
             y, cache["tanh"] = be.tanh_forward(y)
@@ -285,24 +364,83 @@ class ViT:
         if c.head_type == "pre-logits":
             dy = be.tanh_backward(dy, cache["tanh"])
             dy, g["pre_logits.weight"], g["pre_logits.bias"] = be.linear_backward(dy, cache["pre"])
+        if c.classifier == "gap":
+            dt = be.mean_tokens_backward(dy, cache["gap"])
+            dz, g["norm.weight"], g["norm.bias"] = be.layernorm_backward(dt, cache["ln_f"])
+            return dz
         dt, g["norm.weight"], g["norm.bias"] = be.layernorm_backward(dy, cache["ln_f"])
         return be.take_cls_backward(dt, cache["zL_shape"])
+
+    # ------------------------------------------------------------------ dropout masks
+    def draw_masks(self, rng_key, batch, first_row=0) -> dict:
+        """The dropout and stochastic-depth masks of one training step.
+
+        rng_key: tuple of ints, e.g. (seed, step). Image b's masks come from a generator
+        seeded by (rng_key, first_row + b), its index in the global batch: they are a
+        pure function of the key, the config and that index (never of global random
+        state or of how the batch is split), so resume is bit-exact and K MPI ranks,
+        each given its shard's ``first_row``, draw exactly the masks of one process.
+        batch: B. Returns site → multiplier array in the model dtype (0 or 1/(1−p)):
+        ``embed`` (B, T, D); per block ``blocks.i.attn`` (B, T, D) and ``blocks.i.mlp``
+        (B, T, D) — dropout times the block's drop-path mask —, and ``blocks.i.fc1``
+        (B, T, M); with drop_path alone the branch masks are (B, 1, 1). T = N + 1 (N with
+        GAP). Sites with rate 0 are absent.
+        """
+        c, dt = self.config, self.dtype
+        T, D, M = c.num_tokens, c.dim, c.mlp_dim
+        sites = []                  # (name, one image's dropout shape or None, path rate)
+        if c.dropout:
+            sites.append(("embed", (T, D), 0.0))
+        for i, rate in enumerate(drop_path_rates(c)):
+            for site, width in (("attn", D), ("fc1", M), ("mlp", D)):
+                path = rate if site != "fc1" else 0.0       # drop path: whole branches only
+                if c.dropout or path:
+                    sites.append((f"blocks.{i}.{site}", (T, width) if c.dropout else None,
+                                  path))
+        masks = {name: np.empty((batch, *(shape or (1, 1))), dt) for name, shape, _ in sites}
+        key = [_DROPOUT_STREAM, *(int(k) for k in rng_key)]
+        for b in range(batch):
+            rng = np.random.default_rng(key + [int(first_row) + b])
+            for name, shape, path in sites:
+                m = dropout_mask(rng, shape, c.dropout, dt) if shape else np.ones((1, 1), dt)
+                if path:
+                    m = m * drop_path_mask(rng, 1, path, dt)[0]
+                masks[name][b] = m
+        return masks
 
     # ------------------------------------------------------------------ whole model
     def clear_cache(self):
         """Drop the activations kept for a backward pass (after an evaluation, or to free
-        memory). The only way code outside the model resets its state; the next
-        ``backward`` needs a new ``forward``."""
+        memory) and the dropout masks. The only way code outside the model resets its
+        state; the next ``backward`` needs a new ``forward``."""
         self._cache = {}
+        self._masks = {}
 
-    def forward(self, images, keep_attention=False):
+    def begin_forward(self, batch, keep_attention=False, rng_key=None, first_row=0):
+        """Reset the state of a forward pass over ``batch`` images (for callers that run
+        the stages themselves, e.g. masked patch prediction). rng_key, first_row: see
+        :meth:`forward`."""
+        self.keep_attention = keep_attention
+        self.clear_cache()
+        self.last_masks = {}
+        c = self.config
+        if rng_key is not None and (c.dropout or c.drop_path):
+            host = self.draw_masks(rng_key, batch, first_row)
+            self.last_masks = host
+            self._masks = {k: self.be.asarray(v, dtype=self.dtype) for k, v in host.items()}
+
+    def forward(self, images, keep_attention=False, rng_key=None, first_row=0):
         """images: (B, H, W, C) normalised floats → logits: (B, classes) (backend array).
 
         keep_attention: also store every layer's attention matrices (B, H, N+1, N+1) as
         host arrays in ``self.last_attention`` (for inspection).
+        rng_key: None (evaluation: no dropout, no stochastic depth) or a tuple of ints,
+        e.g. (seed, step), for a training step: the masks of :meth:`draw_masks` are used
+        (and kept in ``self.last_masks`` as host arrays) when the config has dropout or
+        drop_path. first_row: the index of ``images[0]`` in the global batch (an MPI
+        rank's shard), which keys each image's masks.
         """
-        self.keep_attention = keep_attention
-        self._cache = {}
+        self.begin_forward(len(images), keep_attention, rng_key, first_row)
         z0 = self.embed_forward(images)
         zL = self.encoder_forward(z0)
         return self.head_forward(zL)
@@ -317,13 +455,15 @@ class ViT:
         dz0 = self.encoder_backward(dzL)
         return self.embed_backward(dz0, need_dimages)
 
-    def loss_and_grads(self, images, labels, smoothing=0.0):
+    def loss_and_grads(self, images, labels, smoothing=0.0, rng_key=None, first_row=0):
         """One forward and backward pass with softmax cross-entropy.
 
         images: (B, H, W, C); labels: (B,) ints or (B, classes) soft targets.
+        rng_key, first_row: see :meth:`forward` (a training step with dropout passes
+        (seed, step) and its shard's first row).
         Returns (loss: float, logits: host (B, classes)); gradients land in ``self.grads``.
         """
-        logits = self.forward(images)
+        logits = self.forward(images, rng_key=rng_key, first_row=first_row)
         loss, dlogits = self.be.softmax_cross_entropy(logits, labels, smoothing)
         self.backward(dlogits)
         return loss, self.be.to_host(logits)

@@ -55,9 +55,14 @@ class Objective:
     def check_data(self, config, data):
         """Raise ConfigError when ``data`` cannot train this model (before any step)."""
 
-    def step(self, model, xb, yb, s):
+    def step(self, model, xb, yb, s, rng_key=None, first_row=0):
         """One forward and backward pass. Returns (loss: float, correct: int | None,
-        counted: int): the gradients land in ``model.grads``."""
+        counted: int): the gradients land in ``model.grads``.
+
+        rng_key: (seed, step) of this training step, which keys its dropout and
+        stochastic-depth masks; first_row: the index of ``xb[0]`` in the global batch (an
+        MPI rank's shard starts there), so each image gets the masks it would get in
+        one process (:meth:`minivit.model.ViT.draw_masks`)."""
         raise NotImplementedError
 
     def evaluate(self, model, x, y, s) -> dict:
@@ -112,8 +117,9 @@ class Classification(Objective):
                     raise ConfigError(f"{e}: the model has num_classes={C}; give a "
                                       f"--num-classes that covers every label") from None
 
-    def step(self, model, xb, yb, s):
-        loss, logits = model.loss_and_grads(xb, yb, s.label_smoothing)
+    def step(self, model, xb, yb, s, rng_key=None, first_row=0):
+        loss, logits = model.loss_and_grads(xb, yb, s.label_smoothing, rng_key=rng_key,
+                                            first_row=first_row)
         hard = yb if yb.ndim == 1 else np.argmax(yb, axis=1)
         return loss, int((np.argmax(logits, axis=1) == hard).sum()), len(yb)
 

@@ -18,7 +18,14 @@ slash-separated names, kernels (in, out), attention kernels with a head axis:
     head/{kernel,bias}          → head
 
 Newer files number the sub-modules ``MultiHeadDotProductAttention_0``, ``LayerNorm_1``,
-``MlpBlock_0`` and/or prefix every key with ``params/``; both are accepted. The flattening
+``MlpBlock_0`` and/or prefix every key with ``params/``; both are accepted.
+
+Models with ``classifier='gap'`` (global average pooling, paper Appendix D.3) have no
+``cls`` key and N (not 1 + N) position embeddings; they load as ``classifier="gap"``.
+The big_vision layout (``big_vision/models/vit.py``) keeps the position embedding at the
+top level, ``pos_embedding`` (1, N, D), and adds it *before* the class token (if any) is
+concatenated: the class token then gets no position embedding, i.e. a zero row of
+minivit's (1, 1 + N, D) table. The flattening
 of the conv kernel in (h, w, c) order is exactly minivit's patch flattening, so E needs a
 reshape and no permutation. Loading such a file and getting the same logits as the
 original model is the strongest end-to-end check of Eq. 1–4 (the nanoGPT lesson).
@@ -37,6 +44,7 @@ NUMBERINGS = {
     "new": ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0"),
 }
 POS_KEY = "Transformer/posembed_input/pos_embedding"
+BV_POS_KEY = "pos_embedding"             # big_vision: top level, N rows, no class token row
 
 
 def _strip_prefix(arrays: dict) -> dict:
@@ -54,6 +62,16 @@ def _numbering(arrays: dict, path) -> tuple[str, ...]:
         f"{blk}MultiHeadDotProductAttention_0/query/kernel): not an official ViT checkpoint?")
 
 
+def _pos_layout(arrays: dict, path) -> str:
+    """Which key holds E_pos: ``POS_KEY`` (vit_jax) or ``BV_POS_KEY`` (big_vision)."""
+    for k in (POS_KEY, BV_POS_KEY):
+        if k in arrays:
+            return k
+    raise CheckpointError(f"{path}: missing key {POS_KEY} (or big_vision's top-level "
+                          f"{BV_POS_KEY}); models with fixed sine-cosine position "
+                          f"embeddings, which store none, cannot be imported yet")
+
+
 def infer_config(arrays: dict, path="checkpoint") -> ViTConfig:
     """Infer the architecture from the shapes of an official checkpoint's arrays
     (keys without the ``params/`` prefix). P from the embedding kernel, D, the depth from
@@ -62,9 +80,14 @@ def infer_config(arrays: dict, path="checkpoint") -> ViTConfig:
     GELU "tanh" and LayerNorm ε 1e-6 as in the official model. The image size is the one
     the position embeddings were trained for (grid · P)."""
     names = _numbering(arrays, path)
-    for k in ("embedding/kernel", "head/kernel", POS_KEY):
+    if any(k.startswith("MAPHead") for k in arrays):
+        raise CheckpointError(f"{path}: has an attention-pooling head (MAPHead, "
+                              f"pool_type='map'); only the class token and GAP are supported")
+    for k in ("embedding/kernel", "head/kernel"):
         if k not in arrays:
             raise CheckpointError(f"{path}: missing key {k}")
+    pos_key = _pos_layout(arrays, path)
+    token = "cls" in arrays                  # no class token: a GAP model
     kern = arrays["embedding/kernel"]
     if kern.ndim != 4 or kern.shape[0] != kern.shape[1]:
         raise CheckpointError(f"{path}: embedding/kernel has shape {kern.shape}, expected "
@@ -85,18 +108,24 @@ def infer_config(arrays: dict, path="checkpoint") -> ViTConfig:
     head = arrays["head/kernel"]
     if head.ndim != 2 or head.shape[0] != D:
         raise CheckpointError(f"{path}: head/kernel has shape {head.shape}, expected ({D}, classes)")
-    pos = arrays[POS_KEY]
+    pos = arrays[pos_key]
+    # rows of E_pos: 1 + N in vit_jax with a class token; N with GAP or in big_vision
+    with_cls_row = token and pos_key == POS_KEY
+    rows = "1 + N" if with_cls_row else "N"
     if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[2] != D:
-        raise CheckpointError(f"{path}: {POS_KEY} has shape {pos.shape}, expected (1, 1 + N, {D})")
-    N = pos.shape[1] - 1
+        raise CheckpointError(f"{path}: {pos_key} has shape {pos.shape}, expected (1, {rows}, {D})")
+    N = pos.shape[1] - int(with_cls_row)
     g = int(round(np.sqrt(N)))
-    if g * g != N:
-        raise CheckpointError(f"{path}: {POS_KEY} holds N={N} patch embeddings, not a square grid")
+    if N < 1 or g * g != N:
+        raise CheckpointError(f"{path}: {pos_key} holds N={N} patch embeddings "
+                              f"({'with' if token else 'without'} a class token), not a "
+                              f"square grid")
     try:
         return ViTConfig(image_size=g * P, channels=C, patch_size=P, dim=D, depth=depth,
                          heads=heads, mlp_dim=fc1.shape[1], num_classes=head.shape[1],
                          head_type="pre-logits" if "pre_logits/kernel" in arrays else "linear",
-                         gelu="tanh", ln_eps=1e-6, pos_embed="learned-1d")
+                         gelu="tanh", ln_eps=1e-6, pos_embed="learned-1d",
+                         classifier="token" if token else "gap")
     except ConfigError as e:
         raise CheckpointError(f"{path}: inferred an invalid config: {e}") from None
 
@@ -123,9 +152,17 @@ def official_to_params(arrays: dict, config: ViTConfig, path="checkpoint") -> di
         # HWIO (P, P, C, D) → (P·P·C, D): row-major flattening = (h, w, c) patch order.
         "patch_embed.weight": get("embedding/kernel", (P, P, C, D)).reshape(P * P * C, D),
         "patch_embed.bias": get("embedding/bias", (D,)),
-        "cls_token": get("cls", (1, 1, D)),
-        "pos_embed": get(POS_KEY, (1, config.num_patches + 1, D)),
     }
+    token = config.classifier == "token"
+    if token:
+        p["cls_token"] = get("cls", (1, 1, D))
+    if BV_POS_KEY in arrays and POS_KEY not in arrays:
+        pos = get(BV_POS_KEY, (1, config.num_patches, D))
+        if token:        # big_vision adds E_pos before the class token joins: a zero row
+            pos = np.concatenate([np.zeros((1, 1, D), pos.dtype), pos], axis=1)
+        p["pos_embed"] = pos
+    else:
+        p["pos_embed"] = get(POS_KEY, (1, config.num_tokens, D))
     ln1, att, ln2, mlp = names
     for i in range(config.depth):
         b = f"Transformer/encoderblock_{i}/"
@@ -196,7 +233,8 @@ def load_official(path, backend="numpy", dtype="float32", image_size=None, num_c
 def params_to_official(params: dict, config: ViTConfig) -> dict:
     """Inverse of :func:`official_to_params`: minivit names → official keys (the original
     ``_1/_0/_2/_3`` numbering, no prefix). Only the official architecture can be written:
-    learned 1-D position embeddings, non-overlapping patches."""
+    learned 1-D position embeddings, non-overlapping patches (class token or GAP: a GAP
+    model is written without ``cls`` and with N position embeddings)."""
     if config.pos_embed != "learned-1d":
         raise ConfigError(f"the official layout has learned 1-D position embeddings; "
                           f"cannot write pos_embed={config.pos_embed!r}")
@@ -209,9 +247,10 @@ def params_to_official(params: dict, config: ViTConfig) -> dict:
     out = {
         "embedding/kernel": a("patch_embed.weight").reshape(P, P, C, D),
         "embedding/bias": a("patch_embed.bias"),
-        "cls": a("cls_token"),
         POS_KEY: a("pos_embed"),
     }
+    if config.classifier == "token":
+        out["cls"] = a("cls_token")
     for i in range(config.depth):
         b, n = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
         out[b + ln1 + "/scale"] = a(n + "norm1.weight")

@@ -27,6 +27,21 @@ def decays(name: str) -> bool:
     return name.endswith(".weight")
 
 
+def restore_arrays(per: dict, d: dict, be, dtype, what: str, prefix: str = "") -> None:
+    """per[n] ← d[prefix + n] as a backend array of ``dtype``, for every name of ``per``
+    (optimizer state, the weight average). Raises CheckpointError naming a missing or
+    mis-shaped key."""
+    for n, a in per.items():
+        key = prefix + n
+        if key not in d:
+            raise CheckpointError(f"{what} is missing {key}")
+        host = np.asarray(d[key])
+        if host.shape != tuple(a.shape):
+            raise CheckpointError(f"{what} {key} has shape {host.shape}, "
+                                  f"expected {tuple(a.shape)}")
+        per[n] = be.asarray(host, dtype=dtype)
+
+
 class _Optimizer:
     """Shared bookkeeping: parameter names, the backend, per-parameter state."""
 
@@ -55,15 +70,7 @@ class _Optimizer:
     def load_state_dict(self, d: dict):
         """Restore from :meth:`state_dict` output; names and shapes must match."""
         for s, per in self.state.items():
-            for n, a in per.items():
-                key = f"{s}/{n}"
-                if key not in d:
-                    raise CheckpointError(f"optimizer state is missing {key}")
-                host = np.asarray(d[key])
-                if host.shape != tuple(a.shape):
-                    raise CheckpointError(f"optimizer state {key} has shape {host.shape}, "
-                                          f"expected {tuple(a.shape)}")
-                per[n] = self.be.asarray(host, dtype=self.model.dtype)
+            restore_arrays(per, d, self.be, self.model.dtype, "optimizer state", f"{s}/")
         if "step" not in d:
             raise CheckpointError("optimizer state is missing step")
         self.step_count = int(np.asarray(d["step"]))

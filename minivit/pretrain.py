@@ -40,7 +40,8 @@ _EVAL_TAG = 0x6D707065                  # "mppe": the evaluation plans' own rand
 RECIPE = dict(epochs=1, optimizer="adamw", lr=1e-3, min_lr=0.0, weight_decay=0.05,
               schedule="cosine", clip_norm=1.0, label_smoothing=0.0, crop_padding=0,
               rand_augment=None, mixup=0.0, cutmix=0.0, flip=True)
-NOT_USED = ("label_smoothing", "crop_padding", "rand_augment", "mixup", "cutmix", "mix_prob")
+NOT_USED = ("label_smoothing", "crop_padding", "rand_augment", "mixup", "cutmix", "mix_prob",
+            "ema_decay")          # no weight average of the [mask] token and head yet
 
 
 class MPPModel:
@@ -63,6 +64,9 @@ class MPPModel:
         if self.config.channels != 3:
             raise ConfigError("masked patch prediction predicts RGB mean colours: it needs "
                               f"3 channels, the config has {self.config.channels}")
+        if self.config.classifier != "token":   # the head below skips token 0 (the class token)
+            raise ConfigError(f"masked patch prediction needs a class token; "
+                              f"classifier={self.config.classifier!r} is not supported yet")
         require_mpp_ops(self.be)
         D = self.config.dim
         rng = np.random.default_rng(seed + 7919)
@@ -127,21 +131,22 @@ class MPPModel:
         return be.take_patch_tokens_backward(dt, shape)
 
     # ------------------------------------------------------------------ one step
-    def forward(self, images, plan):
+    def forward(self, images, plan, rng_key=None, first_row=0):
         """images: (B, H, W, 3) normalised; plan: a CorruptionPlan for (B, N) →
-        logits (B, N, 512) (backend array) and the head's cache."""
+        logits (B, N, 512) (backend array) and the head's cache. rng_key, first_row: a
+        training step's dropout / stochastic-depth key (:meth:`ViT.forward`); None: off."""
         self.corruption.set_plan(plan)
-        self.vit.clear_cache()
-        self.vit.keep_attention = False
+        self.vit.begin_forward(len(images), rng_key=rng_key, first_row=first_row)
         z0 = self.vit.embed_forward(images, patch_transform=self.corruption)
         return self.token_head_forward(self.vit.encoder_forward(z0))
 
-    def loss_and_grads(self, images, targets, plan=None):
+    def loss_and_grads(self, images, targets, plan=None, rng_key=None, first_row=0):
         """One forward and backward pass of masked patch prediction.
 
         images: (B, H, W, 3) normalised floats; targets: (B, N) mean-colour classes of the
         same images (:func:`minivit.ops.masked.mean_color_targets` on the raw pixels);
-        plan: a CorruptionPlan, or None to draw one. Returns (loss: float, plan); the
+        plan: a CorruptionPlan, or None to draw one. rng_key, first_row: the dropout key
+        of a training step (:meth:`forward`). Returns (loss: float, plan); the
         gradients of every name in ``params`` land in ``self.grads``.
         """
         vit, be = self.vit, self.be
@@ -149,7 +154,7 @@ class MPPModel:
             plan = self.corruption.new_plan(len(images), self.config.num_patches)
         self.corruption.zero_grad()
         self.grads = {}
-        logits, hc = self.forward(images, plan)
+        logits, hc = self.forward(images, plan, rng_key, first_row)
         loss, dlogits = be.masked_patch_loss(logits, targets, plan.corrupted)
         dzL = self.token_head_backward(dlogits, hc)
         norm_grads = {k: self.grads[k] for k in ("norm.weight", "norm.bias")}
@@ -223,6 +228,8 @@ class MaskedPatchPrediction(Objective):
         return dict(self._given)
 
     def build_model(self, config, s):
+        if s.ema_decay:             # the average would have to cover the [mask] token and head
+            raise ConfigError("ema_decay is not supported by masked patch prediction yet")
         m = self.settings
         return MPPModel(config, seed=s.seed, dtype=s.dtype, backend=s.backend,
                         mask_ratio=m.mask_ratio, p_mask=m.p_mask, p_random=m.p_random)
@@ -237,9 +244,9 @@ class MaskedPatchPrediction(Objective):
         if data["x_train"].shape[-1] != 3:
             raise ConfigError("masked patch prediction needs RGB images")
 
-    def step(self, model, xb, yb, s):
+    def step(self, model, xb, yb, s, rng_key=None, first_row=0):
         targets, plan = yb
-        loss, _ = model.loss_and_grads(xb, targets, plan)
+        loss, _ = model.loss_and_grads(xb, targets, plan, rng_key, first_row)
         return loss, None, int(plan.corrupted.sum())
 
     def evaluate(self, model, x, y, s):

@@ -97,6 +97,10 @@ class TrainSettings(_Settings):
     seed:            seed of the initialisation, data order and augmentation.
     eval_batch_size: images per evaluation batch.
     eval_every:      evaluate on the test split every K epochs (and after the last).
+    ema_decay:       keep an exponential moving average of the weights, updated after
+                     every optimizer step, θ̄ ← β·θ̄ + (1 − β)·θ with β = this (e.g.
+                     0.999; 0: off); evaluated each epoch beside the raw weights
+                     (ema_test_acc in metrics.jsonl) and checkpointed (ema/ keys).
     """
 
     KIND = "training"
@@ -128,6 +132,7 @@ class TrainSettings(_Settings):
     seed: int = 0
     eval_batch_size: int = 500
     eval_every: int = 1
+    ema_decay: float = 0.0
 
     def validate(self):
         """Raise ConfigError naming any setting out of range."""
@@ -176,6 +181,10 @@ class TrainSettings(_Settings):
               f"eval batch size must be >= 1, got {self.eval_batch_size}")
         _need(_is_int(self.eval_every) and self.eval_every >= 1,
               f"eval_every must be an int >= 1, got {self.eval_every}")
+        _need(_is_num(self.ema_decay) and 0 <= self.ema_decay < 1,
+              f"ema decay must lie in [0, 1) (0: off), got {self.ema_decay!r}")
+        _need(not (self.ema_decay and self.backend == "cuda"),
+              "ema_decay is not supported on the cuda backend yet")
         return self
 
     @property

@@ -250,6 +250,10 @@ class _Trainer:
         self.model = obj.build_model(run.config, s)
         if init_params is not None and run.state is None:
             obj.backbone(self.model).load_params(init_params)
+        self.ema = None                 # the weight average starts at the initial weights
+        if s.ema_decay:
+            from .ema import EMA
+            self.ema = EMA(obj.backbone(self.model), s.ema_decay)
         if s.optimizer == "adamw":
             self.opt = AdamW(self.model, s.lr, (s.beta1, s.beta2), weight_decay=s.weight_decay)
         else:
@@ -288,6 +292,11 @@ class _Trainer:
         self.obj.backbone(self.model).load_params(state["params"])
         self.obj.load_extra_state(self.model, state.get("extra", {}))
         self.opt.load_state_dict(state["optim"])
+        if self.ema is not None:
+            if not state.get("ema"):
+                raise CheckpointError(f"{self.r.ckpt}: the run keeps a weight average "
+                                      f"(ema_decay {self.s.ema_decay}) but the file holds none")
+            self.ema.load_state_dict(state["ema"])
         self.epoch, self.batch0, self.step = m["epoch"], m["batch"], m["step"]
         self.history, self.elapsed = m["history"], m["elapsed"]
         self.running = {**_fresh_running(), "images": m["running"]["seen"], **m["running"]}
@@ -331,7 +340,7 @@ class _Trainer:
                                     else h["train_acc"]) for h in self.history],
                               out / "curves.png", where="plotting the training curves")
         final = self.history[-1]["test_acc"] if self.history else None
-        result = {"model": self.model, "history": self.history, "test_acc": final,
+        result = {"model": self.model, "ema": self.ema, "history": self.history, "test_acc": final,
                   "checkpoint": self.r.ckpt, "interrupted": interrupted, "settings": self.s,
                   "data_source": self.data_info["source"], "objective": self.obj.name}
         if interrupted is not None:
@@ -370,9 +379,13 @@ class _Trainer:
         s, run, comm = self.s, self.running, self.comm
         lr = self.sched(self.step)
         # [mpi hook 5] this rank's shard; the ranks agree that none failed; the gradients
-        # are averaged (clipping then sees the global norm); the statistics are global
+        # are averaged (clipping then sees the global norm); the statistics are global.
+        # (seed, step) and the shard's first row in the global batch key the dropout /
+        # stochastic-depth masks, per image: K ranks draw exactly the masks of one process.
         with comm.guard(f"epoch {self.epoch + 1}, batch {b + 1}", step=self.step):
-            loss, correct, n = self.obj.step(self.model, *comm.shard(xb, yb), s)
+            loss, correct, n = self.obj.step(self.model, *comm.shard(xb, yb), s,
+                                             rng_key=(s.seed, self.step),
+                                             first_row=comm.shard_start(len(xb)))
         comm.allreduce_grads(self.model.be, self.model.grads)
         loss, correct, n, signum = comm.step_totals(loss, correct, n, signum)
         if not math.isfinite(loss):
@@ -384,6 +397,8 @@ class _Trainer:
         if s.clip_norm:
             clip_grad_norm(self.model.be, self.model.grads, s.clip_norm)
         self.opt.step(lr)
+        if self.ema is not None:        # θ̄ ← β·θ̄ + (1 − β)·θ, after the step (minivit.ema)
+            self.ema.update()
         self.step += 1
         run["loss_sum"] += loss * n
         run["correct"] += correct or 0
@@ -404,12 +419,14 @@ class _Trainer:
         """Evaluate (every ``eval_every`` epochs and after the last), log, checkpoint."""
         s, run = self.s, self.running
         t_eval = time.perf_counter()
-        if (self.epoch + 1) % s.eval_every == 0 or self.epoch + 1 == s.epochs:
-            ev = self.comm.evaluate(self.obj.evaluate, self.model, self.x_test,  # [mpi hook 6]
-                                    self.y_test, s) \
-                if len(self.y_test) else {"loss": None, "acc": None}
-        else:
-            ev = {"loss": None, "acc": None}
+        none = {"loss": None, "acc": None}
+        ev = ev_ema = none
+        if ((self.epoch + 1) % s.eval_every == 0 or self.epoch + 1 == s.epochs) \
+                and len(self.y_test):
+            ev = self._evaluate()
+            if self.ema is not None:    # the same evaluation with the averaged weights
+                with self.ema.swapped():
+                    ev_ema = self._evaluate()
         eval_time = time.perf_counter() - t_eval
         self.elapsed += run["time"] + eval_time
         row = {"epoch": self.epoch + 1, "step": self.step, "lr": self.sched(self.step - 1),
@@ -419,18 +436,31 @@ class _Trainer:
                "test_loss": ev["loss"], "test_acc": ev["acc"],
                "epoch_time_s": run["time"], "eval_time_s": eval_time,
                "images_per_s": run["images"] / max(run["time"], 1e-9),
-               "elapsed_s": self.elapsed}
+               "elapsed_s": self.elapsed,
+               # cumulative training compute: matmul + attention FLOPs of forward and
+               # backward, 3 × forward (ViTConfig.train_flops_per_image)
+               "train_flops": self.step * s.batch_size * self.r.config.train_flops_per_image()}
+        if self.ema is not None:
+            row["ema_test_loss"], row["ema_test_acc"] = ev_ema["loss"], ev_ema["acc"]
         self.history.append(row)
         self.log(f"epoch {self.epoch + 1}/{s.epochs}: train loss {row['train_loss']:.4f} "
                  + (f"acc {100 * row['train_acc']:.2f}% " if row["train_acc"] is not None
                     else "") + "| "
                  + (f"test loss {ev['loss']:.4f} acc {100 * ev['acc']:.2f}% | "
                     if ev["acc"] is not None else "")
+                 + (f"EMA acc {100 * ev_ema['acc']:.2f}% | " if ev_ema["acc"] is not None
+                    else "")
                  + f"{row['images_per_s']:.0f} img/s | {self.elapsed / 60:.1f} min")
         self.epoch, self.batch0, self.running = self.epoch + 1, 0, _fresh_running()
         self._save(self.epoch, 0)
         if self.r.out:                                          # [mpi hook 7]
             self.comm.on_root(_append_jsonl, self.r.out / "metrics.jsonl", row)
+
+    def _evaluate(self) -> dict:
+        """{"loss", "acc"} of the model's current weights on the test split, each MPI rank
+        on a slice of it."""
+        return self.comm.evaluate(self.obj.evaluate, self.model, self.x_test,  # [mpi hook 6]
+                                  self.y_test, self.s)
 
     def _interrupt(self, signum, b) -> int:
         if b:
@@ -453,7 +483,7 @@ class _Trainer:
         if obj.settings is not None:
             meta["objective_settings"] = obj.settings.to_dict()
         self.comm.on_root(save_checkpoint, self.r.ckpt, obj.backbone(self.model),  # [mpi hook 4]
-                          self.opt, extra=obj.extra_state(self.model), **meta,
+                          self.opt, ema=self.ema, extra=obj.extra_state(self.model), **meta,
                           **self.data_meta, **obj.checkpoint_meta(),
                           where="writing the checkpoint")
 

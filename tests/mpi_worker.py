@@ -29,7 +29,8 @@ def scenario_train(out: Path):
     kw = json.loads((out / "settings.json").read_text())
     resume = kw.pop("resume", False)
     stop = kw.pop("stop_after_epochs", None)
-    r = train(CFG, data=DATA, out_dir=out / "run", progress=False, resume=resume,
+    cfg = CFG.replace(**kw.pop("config", {}))         # e.g. dropout / drop_path
+    r = train(cfg, data=DATA, out_dir=out / "run", progress=False, resume=resume,
               stop_after_epochs=stop, log=lambda *a: None, **({} if resume else kw))
     comm = distributed.current()
     comm.check_in_sync(r["model"].be, r["model"].params, "the end")

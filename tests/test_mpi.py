@@ -121,6 +121,26 @@ def test_k2_matches_k1_after_training(tmp_path, dtype, optimizer, clip, tol):
     assert (run / "curves.png").stat().st_size > 1000
 
 
+def test_k2_matches_k1_with_dropout_drop_path_and_ema(tmp_path):
+    """Each rank draws the dropout / stochastic-depth masks of its shard only, keyed by
+    (seed, step) and each image's row in the global batch: K = 2 trains the one-process
+    run (to rounding), and the weight average is updated, evaluated and saved as at K = 1."""
+    knobs = dict(dropout=0.2, drop_path=0.3)
+    kw = dict(FAST, epochs=2, dtype="float64", ema_decay=0.9)
+    p2, h2 = _train_at_k2(tmp_path / "k2", config=knobs, **kw)
+    r1 = train(CFG.replace(**knobs), data=DATA, out_dir=tmp_path / "k1", progress=False,
+               log=lambda *a: None, **kw)
+    assert _max_diff(r1["model"].state_dict(), p2) < 1e-10
+    plain = train(CFG, data=DATA, progress=False, log=lambda *a: None, **kw)
+    assert _max_diff(plain["model"].state_dict(), p2) > 1e-3    # the masks did act
+    for a, b in zip(r1["history"], h2):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-9
+        assert a["test_acc"] == b["test_acc"] and a["ema_test_acc"] == b["ema_test_acc"]
+        assert a["train_flops"] == b["train_flops"]
+    ema2 = load_checkpoint(tmp_path / "k2" / "run" / "checkpoint.npz")["ema"]
+    assert _max_diff(r1["ema"].state_dict(), ema2) < 1e-10
+
+
 def test_resume_across_k(tmp_path):
     """A checkpoint written at K = 2 resumes at K = 1, and one written at K = 1 resumes at
     K = 2 (through the command line): both end where the straight K = 1 run ends."""

@@ -16,6 +16,15 @@ VARIANTS = [
     dict(pos_embed="learned-2d", heads=4),
     dict(image_size=12, patch_size=4, stride=2, depth=3),     # overlapping patches
     dict(pos_embed="none", heads=1),
+    # the recipe-search knobs (issue 15): GAP, fixed sine-cosine, dropout + drop path
+    dict(classifier="gap"),
+    dict(classifier="gap", pos_embed="learned-2d", head_type="pre-logits"),
+    dict(classifier="gap", pos_embed="none"),
+    dict(pos_embed="sincos2d"),
+    dict(pos_embed="sincos2d", classifier="gap", depth=3),
+    dict(dropout=0.3, drop_path=0.4, depth=3),
+    dict(dropout=0.2, drop_path=0.5, classifier="gap", pos_embed="sincos2d", depth=3),
+    dict(drop_path=0.6, depth=3),
 ]
 
 
@@ -28,12 +37,16 @@ def test_logits_and_all_grads_match_torch(kw, smoothing):
     x = rng.standard_normal((3, cfg.image_size, cfg.image_size, 3))
     y = np.array([0, 1, 2])
 
-    logits = m.forward(x)
+    # a training step (rng_key given): the dropout / drop-path masks it drew go to torch
+    logits = m.forward(x, rng_key=(3, 11))
     loss, dlogits = softmax_cross_entropy(logits, y, smoothing)
     m.backward(dlogits)
+    masks = {k: torch.tensor(v) for k, v in m.last_masks.items()}
+    if cfg.dropout or cfg.drop_path:         # the masks really drop something
+        assert masks and all((v == 0).any() for k, v in masks.items() if k != "embed")
 
     tp = {k: torch.tensor(v, requires_grad=True) for k, v in m.state_dict().items()}
-    tlogits = torch_forward(tp, cfg, torch.tensor(x))
+    tlogits = torch_forward(tp, cfg, torch.tensor(x), masks)
     tloss = torch.nn.functional.cross_entropy(tlogits, torch.tensor(y), label_smoothing=smoothing)
     tloss.backward()
 

@@ -578,3 +578,38 @@ class CudaBackend:
     def all_finite(self, x):
         """True when no element of x is NaN or ±inf (one scalar comes down)."""
         return self._reduce(x, RED_NONFINITE) == 0.0
+
+    # ------------------------------------------------------------------ not yet on the GPU
+    # The recipe-search knobs (issue 15) run on the numpy and numba backends; ViT and
+    # TrainSettings refuse them for cuda up front, these are the backstop.
+    @staticmethod
+    def _unsupported(what):
+        raise ConfigError(f"{what} is not supported on the cuda backend yet")
+
+    def pos_add_forward(self, e, pos=None):
+        """GAP embedding sum: refused (ConfigError) until a kernel exists."""
+        self._unsupported("classifier='gap'")
+
+    def pos_add_backward(self, dz, cache):
+        """Refused, see :meth:`pos_add_forward`."""
+        self._unsupported("classifier='gap'")
+
+    def mean_tokens_forward(self, z):
+        """GAP pooling: refused (ConfigError) until a kernel exists."""
+        self._unsupported("classifier='gap'")
+
+    def mean_tokens_backward(self, dy, cache):
+        """Refused, see :meth:`mean_tokens_forward`."""
+        self._unsupported("classifier='gap'")
+
+    def dropout_forward(self, x, mask):
+        """Dropout / drop path: refused (ConfigError) until a kernel exists."""
+        self._unsupported("dropout / drop_path")
+
+    def dropout_backward(self, dy, cache):
+        """Refused, see :meth:`dropout_forward`."""
+        self._unsupported("dropout / drop_path")
+
+    def ema_update(self, s, p, decay):
+        """The weight average's update: refused (ConfigError) until a kernel exists."""
+        self._unsupported("ema_decay")

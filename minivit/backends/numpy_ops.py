@@ -80,6 +80,13 @@ class NumpyBackend:
     corruption_forward = staticmethod(masked.corruption_forward)
     corruption_backward = staticmethod(masked.corruption_backward)
     masked_patch_loss = staticmethod(masked.masked_patch_loss)
+    # knobs of the recipe search (issue 15): GAP classifier, dropout / drop path
+    pos_add_forward = staticmethod(ops.pos_add_forward)
+    pos_add_backward = staticmethod(ops.pos_add_backward)
+    mean_tokens_forward = staticmethod(ops.mean_tokens_forward)
+    mean_tokens_backward = staticmethod(ops.mean_tokens_backward)
+    dropout_forward = staticmethod(ops.dropout_forward)
+    dropout_backward = staticmethod(ops.dropout_backward)
 
     def linear_gelu_forward(self, x, W, b, approximate="tanh"):
         """fc1 of the MLP followed by GELU. x: (..., D); W: (D, M); b: (M,).
@@ -128,6 +135,12 @@ class NumpyBackend:
             buf += d
             d = d + momentum * buf if nesterov else buf
         p -= lr * d
+
+    def ema_update(self, s, p, decay):
+        """s ← decay·s + (1 − decay)·p in place: one step of the exponential moving
+        average of the weights (:mod:`minivit.ema`). s, p: same shape."""
+        s *= decay
+        s += (1.0 - decay) * p
 
     def sum_squares(self, x):
         """Σ x² as a Python float (for the global gradient norm)."""

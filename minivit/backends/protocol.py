@@ -75,10 +75,19 @@ class Backend(Protocol):
         """dz: (B, N+1, D) → de (B, N, D), dcls (1, 1, D), dpos (1, N+1, D) or None."""
 
     def pos2d_forward(self, pos_cls, row, col) -> tuple[Array, Cache]:
-        """pos_cls: (1, D), row: (G_h, D/2), col: (G_w, D/2) → E_pos: (1, 1+G_h·G_w, D)."""
+        """pos_cls: (1, D) or None (no class token), row: (G_h, D/2), col: (G_w, D/2) →
+        E_pos: (1, 1+G_h·G_w, D) ((1, G_h·G_w, D) without pos_cls)."""
 
-    def pos2d_backward(self, dpos, cache) -> tuple[Array, Array, Array]:
-        """dpos: (1, 1+G_h·G_w, D) → dpos_cls (1, D), drow (G_h, D/2), dcol (G_w, D/2)."""
+    def pos2d_backward(self, dpos, cache) -> tuple[Array | None, Array, Array]:
+        """dpos: (1, [1+]G_h·G_w, D) → dpos_cls (1, D) (None without a class token),
+        drow (G_h, D/2), dcol (G_w, D/2)."""
+
+    def pos_add_forward(self, e, pos=None) -> tuple[Array, Cache]:
+        """Eq. 1 without a class token (GAP): e: (B, N, D), pos: (1, N, D) or None →
+        z0 = e + pos: (B, N, D)."""
+
+    def pos_add_backward(self, dz, cache) -> tuple[Array, Array | None]:
+        """dz: (B, N, D) → de (B, N, D), dpos (1, N, D) or None."""
 
     # ------------------------------------------------------------------ Eq. 2–4
     def linear_forward(self, x, W, b=None) -> tuple[Array, Cache]:
@@ -121,6 +130,19 @@ class Backend(Protocol):
     def attention_probs(self, cache) -> Any:
         """The attention matrices of an ``mhsa_core_forward`` cache: host (B, H, N+1, N+1)."""
 
+    def mean_tokens_forward(self, z) -> tuple[Array, Cache]:
+        """Global average pooling (classifier="gap"): z: (B, N, D) → mean over N: (B, D)."""
+
+    def mean_tokens_backward(self, dy, cache) -> Array:
+        """dy: (B, D) → dz: (B, N, D) = dy/N on every token."""
+
+    def dropout_forward(self, x, mask) -> tuple[Array, Cache]:
+        """Dropout / drop path with a given mask: x: (B, T, D) (any shape), mask: same
+        shape or (B, 1, 1), of 0 and 1/(1−p) → x ⊙ mask."""
+
+    def dropout_backward(self, dy, cache) -> Array:
+        """dy: like x → dx = dy ⊙ mask."""
+
     def softmax_cross_entropy(self, logits, labels, smoothing=0.0) -> tuple[float, Array]:
         """logits: (B, C); labels: host (B,) ints or (B, C) soft targets → (mean loss,
         dlogits (B, C))."""
@@ -143,6 +165,10 @@ class Backend(Protocol):
 
     def sgd_update(self, p, g, buf, lr, momentum, weight_decay, nesterov=False) -> None:
         """SGD with momentum in place on p and buf (same shape; buf None if momentum 0)."""
+
+    def ema_update(self, s, p, decay) -> None:
+        """s ← decay·s + (1 − decay)·p in place (the weight average, :mod:`minivit.ema`);
+        s, p: one shape."""
 
     def sum_squares(self, x) -> float:
         """Σ x² as a Python float (the global gradient norm)."""

@@ -1,0 +1,32 @@
+"""The data flags and loader shared by the training benchmarks (mpp_vs_scratch.py,
+knob_ablation.py): CIFAR-10, or a small synthetic set for a smoke test."""
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def add_data_flags(p):
+    """--data-dir, --limit, --limit-test, --synthetic, --seed, --tag, --out."""
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--limit", type=int, default=None, help="first N training images")
+    p.add_argument("--limit-test", type=int, default=None)
+    p.add_argument("--synthetic", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+
+
+def load_data(args, config) -> dict:
+    """The images of ``args`` (see :func:`add_data_flags`) at ``config``'s size: the
+    synthetic set (--limit images, a quarter as many test images, at least 32) or
+    CIFAR-10 (all of it unless limited). Returns a dict like ``load_cifar10``'s."""
+    if args.synthetic:
+        from minivit.data.synthetic import make_synthetic
+        n = args.limit or 1024
+        return make_synthetic(n_train=n, n_test=max(n // 4, 32), image_size=config.image_size,
+                              num_classes=config.num_classes, seed=args.seed)
+    from minivit.data import load_cifar10
+    return load_cifar10(args.data_dir, limit_train=args.limit, limit_test=args.limit_test,
+                        expected_counts=None if (args.limit or args.limit_test) else (50000, 10000))

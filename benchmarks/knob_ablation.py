@@ -1,0 +1,166 @@
+"""Knob ablations at an equal training-compute budget, same seed (issue 15's search table).
+
+Each variant is the base recipe (today's ``make cifar10-60min`` settings) with some model
+fields (ViTConfig: classifier, pos_embed, dropout, drop_path, dim, depth, …) and/or
+training settings (TrainSettings: lr, batch_size, ema_decay, rand_augment, …) changed.
+The budget is training compute, ``train_flops`` (matmul + attention FLOPs, forward +
+backward = 3 × forward): each variant gets the number of epochs that spends closest to
+``--budget-epochs`` epochs of the *base* model, so a cheaper model (GAP: one token fewer;
+smaller D) may get more epochs. Every run's metrics.jsonl goes to runs/knob_ablation[_TAG]/
+NAME/ (ignored by git); the table (final test accuracy, the EMA's, flip-TTA's, compute
+spent, wall time) is printed in markdown and written to
+benchmarks/results/knob_ablation[_TAG].json. Runs that do not help stay in the table.
+
+    python benchmarks/knob_ablation.py --budget-epochs 7 --data-dir ../shared/data \\
+        --variant base --variant gap:classifier=gap --variant ema:ema_decay=0.999 \\
+        --variant dp:drop_path=0.1 --variant sincos:pos_embed=sincos2d
+    python benchmarks/knob_ablation.py --synthetic --limit 64 --budget-epochs 1 \\
+        --batch-size 16 --backend numpy --tag smoke       # a smoke test (seconds)
+
+Wall times on the shared 2-core machine swing by 2× between days: compare accuracy at
+equal ``train_flops``, and quote ``benchmarks/train_step.py`` of the same day beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench_data import add_data_flags, load_data  # noqa: E402
+from minivit import ViTConfig                       # noqa: E402
+from minivit.errors import ConfigError              # noqa: E402
+from minivit.evaluate import evaluate               # noqa: E402
+from minivit.train import TrainSettings, train      # noqa: E402
+
+# today's 60-minute recipe (Makefile cifar10-60min), the base of every variant
+BASE_SETTINGS = dict(batch_size=64, lr=1e-3)
+DEFAULT_VARIANTS = ["base", "gap:classifier=gap", "sincos:pos_embed=sincos2d",
+                    "ema:ema_decay=0.999", "droppath:drop_path=0.1", "dropout:dropout=0.1"]
+
+
+def _value(text):
+    """'0.1' → 0.1, '4' → 4, 'gap' → 'gap', '2,9' → (2, 9.0) (RandAugment N,M)."""
+    if "," in text:
+        n, m = text.split(",")
+        return (int(n), float(m))
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_variant(spec: str):
+    """'NAME:key=value,key=value' → (name, model overrides, settings overrides)."""
+    name, _, rest = spec.partition(":")
+    model_fields = {f.name for f in dataclasses.fields(ViTConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainSettings)}
+    model, settings = {}, {}
+    for item in filter(None, _split_items(rest)):
+        key, eq, val = item.partition("=")
+        if not eq:
+            raise ConfigError(f"variant {name!r}: expected key=value, got {item!r}")
+        if key in model_fields:
+            model[key] = _value(val)
+        elif key in train_fields:
+            settings[key] = _value(val)
+        else:
+            raise ConfigError(f"variant {name!r}: {key!r} is neither a ViTConfig field nor "
+                              f"a TrainSettings field")
+    return name, model, settings
+
+
+def _split_items(rest: str):
+    """Split 'a=1,b=2,rand_augment=2,9' on the commas that start a new key=value."""
+    items, cur = [], ""
+    for part in rest.split(","):
+        if "=" in part or not cur:
+            if cur:
+                items.append(cur)
+            cur = part
+        else:                                # a comma inside a value (RandAugment N,M)
+            cur += "," + part
+    if cur:
+        items.append(cur)
+    return items
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="cifar10-tiny")
+    p.add_argument("--budget-epochs", type=float, default=7.0,
+                   help="compute budget in epochs of the base model (28 = the 60-min recipe)")
+    p.add_argument("--variant", action="append", default=None, metavar="NAME:k=v,k=v",
+                   help=f"repeatable; default: {' '.join(DEFAULT_VARIANTS)}")
+    p.add_argument("--batch-size", type=int, default=BASE_SETTINGS["batch_size"])
+    p.add_argument("--backend", default="numba", choices=("numpy", "numba"))
+    add_data_flags(p)
+    args = p.parse_args(argv)
+
+    base = ViTConfig.preset(args.preset)
+    data = load_data(args, base)
+    n_train = len(data["x_train"])
+    steps_per_epoch = n_train // args.batch_size
+    budget = args.budget_epochs * steps_per_epoch * args.batch_size * base.train_flops_per_image()
+    tag = "_" + args.tag if args.tag else ""
+    runs = ROOT / "runs" / f"knob_ablation{tag}"
+    rows = []
+    for spec in args.variant or DEFAULT_VARIANTS:
+        name, model_kw, settings_kw = parse_variant(spec)
+        config = ViTConfig.preset(args.preset, **model_kw)
+        s = dict(BASE_SETTINGS, batch_size=args.batch_size, backend=args.backend,
+                 seed=args.seed)
+        s.update(settings_kw)
+        per_epoch = (n_train // s["batch_size"]) * s["batch_size"] * config.train_flops_per_image()
+        epochs = max(1, round(budget / per_epoch))
+        s.setdefault("epochs", epochs)
+        if s["epochs"] < 4 and "warmup_epochs" not in s:
+            s["warmup_epochs"] = s["epochs"] / 2
+        t0 = time.perf_counter()
+        r = train(config, data=data, out_dir=runs / name, progress=False, overwrite=True,
+                  eval_every=max(1, s["epochs"] // 4), **s)
+        wall = time.perf_counter() - t0
+        tta = evaluate(r["model"], data["x_test"], data["y_test"], tta="flip")["acc"]
+        last = r["history"][-1]
+        row = {"name": name, "model": model_kw, "settings": settings_kw, "epochs": s["epochs"],
+               "train_flops": last["train_flops"], "test_acc": r["test_acc"],
+               "ema_test_acc": last.get("ema_test_acc"), "tta_flip_acc": tta,
+               "wall_s": wall, "images_per_s": last["images_per_s"],
+               "history": r["history"]}
+        rows.append(row)
+        print(f"{name}: {100 * r['test_acc']:.2f}% (flip TTA {100 * tta:.2f}%"
+              + (f", EMA {100 * row['ema_test_acc']:.2f}%" if row["ema_test_acc"] is not None
+                 else "") + f") in {s['epochs']} epochs, {row['train_flops']:.3g} FLOP, "
+              f"{wall / 60:.1f} min", flush=True)
+    print()
+    print("| variant | change | epochs | train FLOP | test acc | EMA | flip TTA | wall min |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        change = ", ".join(f"{k}={v}" for k, v in {**row["model"], **row["settings"]}.items())
+        ema = f"{100 * row['ema_test_acc']:.2f}%" if row["ema_test_acc"] is not None else "–"
+        print(f"| {row['name']} | {change or '–'} | {row['epochs']} | {row['train_flops']:.3g} "
+              f"| {100 * row['test_acc']:.2f}% | {ema} | {100 * row['tta_flip_acc']:.2f}% "
+              f"| {row['wall_s'] / 60:.1f} |")
+    result = {"benchmark": "knob_ablation", "preset": args.preset, "args": vars(args),
+              "budget_flops": budget, "base_settings": BASE_SETTINGS,
+              "data": "synthetic" if args.synthetic else "cifar10", "n_train": n_train,
+              "machine": {"platform": platform.platform(), "python": platform.python_version()},
+              "runs": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"knob_ablation{tag}.json"
+    path.write_text(json.dumps(result, indent=1, default=float))
+    print(f"→ {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

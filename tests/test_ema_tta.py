@@ -1,0 +1,231 @@
+"""Weight averaging (EMA), flip test-time augmentation, the train_flops log, and resume
+staying bit-exact with every knob on (EMA, dropout, stochastic depth, GAP, sine-cosine)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minivit import ViT
+from minivit.checkpoint import load_checkpoint, load_model, save_checkpoint
+from minivit.data.synthetic import make_synthetic
+from minivit.ema import EMA
+from minivit.errors import CheckpointError, ConfigError, TrainingInterrupted
+from minivit.evaluate import evaluate
+from minivit.train import TrainSettings, train
+from minivit.tta import hflip, predict_logits_tta
+
+from conftest import perturbed_model, tiny_config
+
+CFG = tiny_config(dim=16, heads=2, mlp_dim=32, num_classes=4, classifier="gap",
+                  pos_embed="sincos2d", dropout=0.1, drop_path=0.2)
+DATA = make_synthetic(n_train=96, n_test=32, image_size=8, num_classes=4, seed=0)
+FAST = dict(batch_size=16, warmup_epochs=0.5, backend="numpy", lr=2e-3, crop_padding=1,
+            mixup=0.2, ema_decay=0.9)
+QUIET = dict(progress=False, log=lambda *a: None)
+
+
+# ---------------------------------------------------------------------- EMA
+def test_ema_formula_matches_closed_form():
+    """After k updates with weights θ_1 … θ_k: θ̄ = β^k θ_0 + Σ_t (1−β) β^(k−t) θ_t."""
+    m = perturbed_model(tiny_config(), seed=0)
+    beta = 0.8
+    ema = EMA(m, beta)
+    rng = np.random.default_rng(0)
+    thetas = [m.state_dict()]
+    for _ in range(5):
+        m.load_params({k: v + rng.standard_normal(v.shape) for k, v in m.state_dict().items()})
+        thetas.append(m.state_dict())
+        ema.update()
+    k = len(thetas) - 1
+    for n in m.params:
+        want = beta ** k * thetas[0][n] + sum((1 - beta) * beta ** (k - t) * thetas[t][n]
+                                              for t in range(1, k + 1))
+        np.testing.assert_allclose(ema.params[n], want, rtol=1e-12, atol=1e-14, err_msg=n)
+    # the average is a separate copy: the raw weights are the last θ
+    np.testing.assert_array_equal(m.params["head.weight"], thetas[-1]["head.weight"])
+
+
+def test_ema_swapped_evaluates_the_average_and_restores():
+    m = perturbed_model(tiny_config(), seed=1)
+    ema = EMA(m, 0.5)
+    raw = m.state_dict()
+    ema.params = {k: v * 0.5 for k, v in ema.params.items()}
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 3))
+    with ema.swapped():
+        inside = m.forward(x)
+    ref = ViT(m.config, dtype="float64", params={k: v * 0.5 for k, v in raw.items()})
+    np.testing.assert_array_equal(inside, ref.forward(x))
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, raw[k])
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, True])
+def test_ema_bad_decay(decay):
+    with pytest.raises(ConfigError, match="EMA decay must lie in"):
+        EMA(perturbed_model(tiny_config()), decay)
+    if decay != 0.0:
+        with pytest.raises(ConfigError, match="ema decay must lie in"):
+            TrainSettings(ema_decay=decay).validate()
+
+
+def test_ema_on_cuda_refused():
+    with pytest.raises(ConfigError, match="ema_decay is not supported on the cuda backend yet"):
+        TrainSettings(ema_decay=0.9, backend="cuda").validate()
+
+
+# ---------------------------------------------------------------------- training
+def test_resume_with_ema_and_every_knob_is_bit_identical(tmp_path):
+    """Stopped after epoch 1 of 3 (as a crash would), then resumed: the raw weights, the
+    weight average and every logged number equal the uninterrupted run's (the dropout
+    masks of each step are keyed by the restored step count)."""
+    straight = train(CFG, data=DATA, out_dir=tmp_path / "a", epochs=3, **FAST, **QUIET)
+    s = TrainSettings(epochs=3, **FAST)
+    train(CFG, data=DATA, out_dir=tmp_path / "b", settings=s, stop_after_epochs=1, **QUIET)
+    resumed = train(CFG, data=DATA, out_dir=tmp_path / "b", resume=True, **QUIET)
+    for k, v in straight["model"].state_dict().items():
+        assert np.array_equal(v, resumed["model"].state_dict()[k]), k
+    ea, eb = straight["ema"].state_dict(), resumed["ema"].state_dict()
+    for k in ea:
+        assert np.array_equal(ea[k], eb[k]), k
+    # the average differs from the raw weights (it is really kept)
+    assert not np.array_equal(ea["head.weight"], straight["model"].state_dict()["head.weight"])
+    ha = [json.loads(l) for l in open(tmp_path / "a" / "metrics.jsonl")]
+    hb = [json.loads(l) for l in open(tmp_path / "b" / "metrics.jsonl")]
+    for key in ("test_acc", "ema_test_acc", "ema_test_loss", "train_loss", "train_flops"):
+        assert [h[key] for h in ha] == [h[key] for h in hb], key
+    # checkpoint: ema/ keys beside param/ keys, loadable as a model
+    ck = load_checkpoint(tmp_path / "a" / "checkpoint.npz")
+    assert set(ck["ema"]) == set(ck["params"])
+    m, _ = load_model(tmp_path / "a" / "checkpoint.npz", ema=True, dtype="float32")
+    np.testing.assert_array_equal(m.state_dict()["head.weight"], ea["head.weight"])
+    # the logged EMA accuracy is that of the saved average
+    ev = evaluate(m, DATA["x_test"], DATA["y_test"])
+    assert ev["acc"] == ha[-1]["ema_test_acc"]
+
+
+def test_resume_mid_epoch_with_every_knob_is_bit_identical(tmp_path, monkeypatch):
+    """SIGINT in the middle of epoch 1 (step 4 of 6): the checkpoint holds the batch
+    position, the step (which keys the dropout masks) and the weight average."""
+    import os
+    import signal
+
+    from minivit.optim import AdamW
+    straight = train(CFG, data=DATA, out_dir=tmp_path / "a", epochs=2, **FAST, **QUIET)
+    real_step = AdamW.step
+
+    def step_then_interrupt(self, lr=None):
+        real_step(self, lr)
+        if self.step_count == 4:
+            os.kill(os.getpid(), signal.SIGINT)      # the trainer's handler sets its flag
+    monkeypatch.setattr(AdamW, "step", step_then_interrupt)
+    with pytest.raises(TrainingInterrupted) as e:
+        train(CFG, data=DATA, out_dir=tmp_path / "b", epochs=2, **FAST, **QUIET)
+    assert e.value.signum == signal.SIGINT and e.value.result["history"] == []
+    monkeypatch.setattr(AdamW, "step", real_step)
+    resumed = train(CFG, data=DATA, out_dir=tmp_path / "b", resume=True, **QUIET)
+    for k, v in straight["model"].state_dict().items():
+        assert np.array_equal(v, resumed["model"].state_dict()[k]), k
+    for k, v in straight["ema"].state_dict().items():
+        assert np.array_equal(v, resumed["ema"].state_dict()[k]), k
+
+
+def test_train_flops_logged_on_every_line(tmp_path):
+    r = train(CFG, data=DATA, out_dir=tmp_path, epochs=2, eval_every=2,
+              **{**FAST, "ema_decay": 0.0}, **QUIET)
+    rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    per_step = 16 * 3 * CFG.flops_per_image()
+    assert [row["train_flops"] for row in rows] == [6 * per_step, 12 * per_step]
+    assert rows[0]["test_acc"] is None and "ema_test_acc" not in rows[0]
+    assert r["ema"] is None
+
+
+def test_dropout_changes_training_and_is_seeded(tmp_path):
+    """Dropout really acts in training steps (a run differs from the dropout-free one),
+    and two runs with the same seed are identical."""
+    kw = dict(epochs=1, **{**FAST, "ema_decay": 0.0, "mixup": 0.0}, **QUIET)
+    a = train(CFG, data=DATA, **kw)["model"].state_dict()
+    b = train(CFG, data=DATA, **kw)["model"].state_dict()
+    c = train(CFG.replace(dropout=0.0, drop_path=0.0), data=DATA, **kw)["model"].state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["head.weight"], c["head.weight"])
+
+
+def test_resume_without_saved_average_is_refused(tmp_path):
+    train(CFG, data=DATA, out_dir=tmp_path, epochs=1, **{**FAST, "ema_decay": 0.0}, **QUIET)
+    ck = load_checkpoint(tmp_path / "checkpoint.npz")
+    meta = dict(ck["meta"])
+    meta["settings"] = {**meta["settings"], "ema_decay": 0.9, "epochs": 2}
+    m = ViT(ck["config"], params=ck["params"])
+    from minivit.optim import AdamW
+    opt = AdamW(m)
+    opt.load_state_dict(ck["optim"])
+    save_checkpoint(tmp_path / "checkpoint.npz", m, opt,
+                    **{k: v for k, v in meta.items() if k not in ("format", "config", "dtype")})
+    with pytest.raises(CheckpointError, match="holds none"):
+        train(CFG, data=DATA, out_dir=tmp_path, resume=True, **QUIET)
+    with pytest.raises(CheckpointError, match="holds no weight average"):
+        load_model(tmp_path / "checkpoint.npz", ema=True)
+
+
+def test_cli_train_with_every_knob(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "minivit.cli", "train", "--synthetic", "--limit-train", "64",
+           "--limit-test", "32", "--image-size", "8", "--patch-size", "4", "--dim", "16",
+           "--depth", "2", "--heads", "2", "--mlp-dim", "32", "--classifier", "gap",
+           "--pos-embed", "sincos2d", "--dropout", "0.1", "--drop-path", "0.1",
+           "--ema-decay", "0.9", "--epochs", "1", "--batch-size", "16", "--backend", "numpy",
+           "--no-progress", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ck = load_checkpoint(out / "checkpoint.npz")
+    c = ck["config"]
+    assert (c.classifier, c.pos_embed, c.dropout, c.drop_path) == ("gap", "sincos2d", 0.1, 0.1)
+    assert ck["meta"]["settings"]["ema_decay"] == 0.9 and ck["ema"]
+    row = json.loads(open(out / "metrics.jsonl").readline())
+    assert row["train_flops"] == 4 * 16 * c.train_flops_per_image()
+    assert "ema_test_acc" in row
+    bad = subprocess.run(cmd[:-2] + ["--dropout", "1.5", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "dropout must be a rate in [0, 1), got 1.5" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+# ---------------------------------------------------------------------- TTA
+def test_flip_tta_is_mean_of_image_and_mirror_logits():
+    m = perturbed_model(tiny_config(classifier="gap"), seed=2)
+    x = np.random.default_rng(0).standard_normal((3, 8, 8, 3))
+    flipped = x[:, :, ::-1, :]
+    assert np.array_equal(hflip(x)[1, 2, 0], x[1, 2, 7])
+    want = (m.forward(x) + m.forward(flipped.copy())) / 2
+    np.testing.assert_allclose(predict_logits_tta(m, x, "flip"), want, rtol=1e-14)
+    np.testing.assert_array_equal(predict_logits_tta(m, x, "none"), m.forward(x))
+    # a model with learned position embeddings is not flip-invariant: TTA changes logits
+    assert not np.allclose(predict_logits_tta(m, x, "flip"), m.forward(x))
+    with pytest.raises(ConfigError, match="tta must be one of"):
+        predict_logits_tta(m, x, "rotate")
+
+
+def test_evaluate_with_flip_tta():
+    m = perturbed_model(tiny_config(num_classes=4), seed=0)
+    x, y = DATA["x_test"], DATA["y_test"]
+    r = evaluate(m, x, y, batch_size=7, tta="flip")
+    from minivit.data.augment import normalize
+    xn = normalize(x)
+    logits = (m.forward(xn) + m.forward(np.ascontiguousarray(xn[:, :, ::-1]))) / 2
+    np.testing.assert_array_equal(r["predictions"], logits.argmax(axis=1))
+    assert r["acc"] == float((logits.argmax(axis=1) == y).mean())
+
+
+def test_cli_eval_flags_errors_are_one_line(tmp_path, capsys):
+    """`minivit eval --ema` on a checkpoint without an average, `--tta rotate`: one line."""
+    from minivit.cli import main
+    m = perturbed_model(tiny_config(), dtype="float32")
+    save_checkpoint(tmp_path / "ck.npz", m)
+    rc = main(["eval", str(tmp_path / "ck.npz"), "--ema"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "holds no weight average" in err[0], err
+    rc = main(["eval", str(tmp_path / "ck.npz"), "--tta", "rotate"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "invalid choice: 'rotate'" in err and "Traceback" not in err

@@ -1,0 +1,333 @@
+"""The recipe-search knobs (issue 15): GAP classifier, fixed 2-D sine-cosine position
+embeddings, dropout and stochastic depth. Ops against finite differences (float64, fixed
+masks), the whole model against finite differences with every knob on, the masks'
+statistics and determinism, config validation and parameter counts, the numba backend
+against numpy. (Torch autograd parity: tests/test_torch_parity.py.)"""
+import math
+
+import numpy as np
+import pytest
+
+from minivit import ViT, ViTConfig
+from minivit import ops
+from minivit.errors import ConfigError
+from minivit.gradcheck import check_gradient
+from minivit.model import drop_path_rates, unsupported_on_cuda
+from minivit.ops import softmax_cross_entropy
+
+from conftest import perturbed_model, tiny_config
+
+
+def _check(f, x, analytic, dout):
+    assert check_gradient(f, x, analytic, dout) < 1e-7
+
+
+# ---------------------------------------------------------------------- ops
+def test_dropout_op_grad_with_fixed_mask(rng):
+    x = rng.standard_normal((2, 5, 6))
+    m = ops.dropout_mask(np.random.default_rng(0), x.shape, 0.4, np.float64)
+    y, cache = ops.dropout_forward(x, m)
+    dy = rng.standard_normal(y.shape)
+    _check(lambda: ops.dropout_forward(x, m)[0], x, ops.dropout_backward(dy, cache), dy)
+    # inverted dropout: kept entries scaled by 1/(1-p), dropped ones exactly 0
+    kept = m != 0
+    np.testing.assert_allclose(y[kept], x[kept] / 0.6, rtol=1e-15)
+    assert (y[~kept] == 0).all() and kept.any() and (~kept).any()
+
+
+def test_drop_path_op_grad_broadcasts_per_sample(rng):
+    x = rng.standard_normal((6, 4, 3))
+    m = ops.drop_path_mask(np.random.default_rng(5), 6, 0.5, np.float64)
+    assert m.shape == (6, 1, 1) and set(np.unique(m)) <= {0.0, 2.0}
+    y, cache = ops.dropout_forward(x, m)
+    for b in range(6):                       # a whole sample kept (×2) or dropped (0)
+        np.testing.assert_array_equal(y[b], x[b] * m[b, 0, 0])
+    dy = rng.standard_normal(y.shape)
+    _check(lambda: ops.dropout_forward(x, m)[0], x, ops.dropout_backward(dy, cache), dy)
+
+
+def test_dropout_mask_statistics_and_determinism():
+    m = ops.dropout_mask(np.random.default_rng(1), (200, 500), 0.1, np.float32)
+    assert m.dtype == np.float32
+    assert abs((m == 0).mean() - 0.1) < 0.005            # 100k draws: σ ≈ 0.001
+    assert abs(float(m.mean()) - 1.0) < 0.01             # E[m] = 1 (inverted scaling)
+    np.testing.assert_array_equal(
+        m, ops.dropout_mask(np.random.default_rng(1), (200, 500), 0.1, np.float32))
+
+
+def test_mean_tokens_grad(rng):
+    z = rng.standard_normal((3, 5, 4))
+    y, cache = ops.mean_tokens_forward(z)
+    np.testing.assert_allclose(y, z.sum(axis=1) / 5, rtol=1e-14)
+    dy = rng.standard_normal(y.shape)
+    _check(lambda: ops.mean_tokens_forward(z)[0], z, ops.mean_tokens_backward(dy, cache), dy)
+
+
+def test_pos_add_and_pos2d_without_class_token_grad(rng):
+    e = rng.standard_normal((2, 4, 6))
+    row, col = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+
+    def f():
+        return ops.pos_add_forward(e, ops.pos2d_forward(None, row, col)[0])[0]
+    pos, pcache = ops.pos2d_forward(None, row, col)
+    assert pos.shape == (1, 4, 6)
+    np.testing.assert_array_equal(pos[0, 1 * 2 + 1], np.concatenate([row[1], col[1]]))
+    z, cache = ops.pos_add_forward(e, pos)
+    dz = rng.standard_normal(z.shape)
+    de, dpos = ops.pos_add_backward(dz, cache)
+    dpc, drow, dcol = ops.pos2d_backward(dpos, pcache)
+    assert dpc is None
+    for arr, g in ((e, de), (row, drow), (col, dcol)):
+        _check(f, arr, g, dz)
+
+
+def test_sincos2d_values():
+    """big_vision's posemb_sincos_2d, entry by entry from its formula."""
+    gh, gw, D = 3, 5, 16
+    pe = ops.sincos2d_pos_embed(gh, gw, D)
+    assert pe.shape == (15, 16)
+    q = D // 4
+    for r in range(gh):
+        for c in range(gw):
+            n = r * gw + c                   # row-major: the patch order of minivit
+            for k in range(q):
+                w = 10000.0 ** (-k / (q - 1))
+                assert pe[n, k] == pytest.approx(math.sin(c * w), abs=1e-15)
+                assert pe[n, q + k] == pytest.approx(math.cos(c * w), abs=1e-15)
+                assert pe[n, 2 * q + k] == pytest.approx(math.sin(r * w), abs=1e-15)
+                assert pe[n, 3 * q + k] == pytest.approx(math.cos(r * w), abs=1e-15)
+    # lowest frequency is 1/10000, the highest 1: patch (0, 1) has sin(1) first
+    assert pe[1, 0] == pytest.approx(math.sin(1.0))
+
+
+# ---------------------------------------------------------------------- config
+def test_param_counts_for_gap_and_sincos():
+    base = ViTConfig.preset("cifar10-tiny")
+    D, N = base.dim, base.num_patches
+    gap = base.replace(classifier="gap")
+    # no class token (D) and one position embedding fewer (D)
+    assert base.num_params() - gap.num_params() == 2 * D
+    assert gap.param_shapes()["pos_embed"] == (1, N, D) and "cls_token" not in gap.param_shapes()
+    sc = base.replace(pos_embed="sincos2d")
+    assert base.num_params() - sc.num_params() == (N + 1) * D
+    assert not any(k.startswith("pos_embed") for k in sc.param_shapes())
+    gap2d = base.replace(classifier="gap", pos_embed="learned-2d")
+    assert "pos_embed_cls" not in gap2d.param_shapes()
+    for c in (gap, sc, gap2d, base.replace(pos_embed="sincos2d", classifier="gap")):
+        assert ViT(c, dtype="float32").num_params() == c.num_params()
+    # dropout and stochastic depth have no parameters
+    assert base.replace(dropout=0.1, drop_path=0.1).num_params() == base.num_params()
+
+
+def test_flops_count_the_issue_figure():
+    """Issue 15: cifar10-tiny costs ~233 MFLOP per training image (matmuls and attention,
+    forward + backward = 3 × forward); GAP has one token fewer."""
+    c = ViTConfig.preset("cifar10-tiny")
+    N1, D, M, L = 65, 128, 256, 4
+    fwd = 2 * 64 * 48 * D + L * (2 * N1 * D * 3 * D + 2 * N1 * D * D + 4 * N1 * N1 * D
+                                 + 4 * N1 * D * M) + 2 * D * 10
+    assert c.flops_per_image() == fwd
+    assert c.train_flops_per_image() == 3 * fwd
+    assert round(c.train_flops_per_image() / 1e6) == 233
+    assert c.replace(classifier="gap").flops_per_image() < fwd
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(classifier="mean"), "classifier must be one of"),
+    (dict(dropout=1.0), r"dropout must be a rate in \[0, 1\), got 1.0"),
+    (dict(dropout=-0.1), "dropout must be a rate"),
+    (dict(drop_path=1.5), r"drop_path must be a rate in \[0, 1\), got 1.5"),
+    (dict(drop_path="0.1"), "drop_path must be a rate"),
+    (dict(pos_embed="sincos2d", dim=6, heads=2), "D divisible by 4 and >= 8.*D=6"),
+    (dict(pos_embed="sincos2d", dim=4, heads=2), "D=4"),
+])
+def test_config_refuses_bad_knobs(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_config(**kw)
+
+
+def test_config_round_trips_new_fields():
+    c = tiny_config(classifier="gap", pos_embed="sincos2d", dropout=0.1, drop_path=0.2)
+    assert ViTConfig.from_json(c.to_json()) == c
+    # a config written before these fields existed still loads, with the defaults
+    old = {k: v for k, v in c.to_dict().items()
+           if k not in ("classifier", "dropout", "drop_path")}
+    old["pos_embed"] = "learned-1d"
+    d = ViTConfig.from_dict(old)
+    assert (d.classifier, d.dropout, d.drop_path) == ("token", 0.0, 0.0)
+
+
+def test_drop_path_rates_linear_rule():
+    assert drop_path_rates(tiny_config(depth=5, drop_path=0.2)) == \
+        pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
+    assert drop_path_rates(tiny_config(depth=1, drop_path=0.2)) == [0.0]
+
+
+def test_cuda_refusal_names_the_knob():
+    assert unsupported_on_cuda(tiny_config()) is None
+    assert unsupported_on_cuda(tiny_config(classifier="gap")) == "classifier='gap'"
+    assert unsupported_on_cuda(tiny_config(pos_embed="sincos2d")) == "pos_embed='sincos2d'"
+    assert unsupported_on_cuda(tiny_config(dropout=0.1)) == "dropout"
+    assert unsupported_on_cuda(tiny_config(drop_path=0.1)) == "drop_path"
+
+
+# ---------------------------------------------------------------------- whole model
+ALL_ON = dict(classifier="gap", pos_embed="sincos2d", dropout=0.25, drop_path=0.5, depth=3)
+
+
+@pytest.mark.parametrize("kw", [ALL_ON, dict(dropout=0.25, drop_path=0.5, depth=3,
+                                            pos_embed="learned-2d", head_type="pre-logits"),
+                                dict(classifier="gap"), dict(pos_embed="sincos2d")],
+                         ids=["gap-sincos-dropout-droppath", "token-2d-dropout-droppath",
+                              "gap", "sincos"])
+def test_model_gradients_with_knobs_match_finite_differences(kw):
+    """The training-step masks are a function of rng_key alone, so every forward of the
+    finite-difference probe sees the same masks: the model is a fixed function."""
+    cfg = tiny_config(**kw)
+    m = perturbed_model(cfg, seed=3)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, cfg.image_size, cfg.image_size, 3))
+    y = np.array([0, 2, 1])
+    # a key whose drop-path masks keep every branch for at least one of the 3 images
+    # (else that branch's parameters rightly get no gradient)
+    key = (7, 43)
+    assert all((mk.reshape(3, -1) != 0).any() for mk in m.draw_masks(key, 3).values())
+
+    def loss():
+        return softmax_cross_entropy(m.forward(x, rng_key=key), y, 0.1)
+    _, dlogits = loss()
+    dx = m.backward(dlogits, need_dimages=True)
+    assert set(m.grads) == set(m.params)
+    f = lambda: np.array(loss()[0])                                   # noqa: E731
+    for n, p in m.params.items():
+        err = check_gradient(f, p, m.grads[n], num_checks=12, seed=1)
+        assert err < 1e-6, (n, err)
+        assert np.abs(m.grads[n]).max() > 0, f"{n} received no gradient"
+    assert check_gradient(f, x, dx, num_checks=20) < 1e-6
+
+
+def test_dropout_only_in_training_steps_and_masks_from_key():
+    cfg = tiny_config(dropout=0.3, drop_path=0.5, depth=3)
+    m = perturbed_model(cfg, seed=2)
+    plain = perturbed_model(cfg.replace(dropout=0.0, drop_path=0.0), seed=2)
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 3))
+    # evaluation (no key): exactly the model without dropout
+    np.testing.assert_array_equal(m.forward(x), plain.forward(x))
+    a = m.forward(x, rng_key=(0, 5))
+    masks_a = dict(m.last_masks)
+    b = m.forward(x, rng_key=(0, 5))
+    np.testing.assert_array_equal(a, b)                      # same key, same masks
+    c = m.forward(x, rng_key=(0, 6))
+    assert not np.allclose(a, c)                             # next step, new masks
+    assert not np.allclose(a, plain.forward(x))
+    # sites and shapes: T = N + 1 = 5 tokens, D = 8, M = 16; block 0 has drop-path rate 0
+    assert masks_a["embed"].shape == (4, 5, 8)
+    assert masks_a["blocks.0.fc1"].shape == (4, 5, 16)
+    assert masks_a["blocks.2.mlp"].shape == (4, 5, 8)
+    # global numpy state is neither used nor disturbed
+    np.random.seed(123)
+    before = np.random.random()
+    np.random.seed(123)
+    m.forward(x, rng_key=(0, 5))
+    assert np.random.random() == before
+
+
+def test_masks_of_a_shard_are_those_rows_of_the_global_batch():
+    """An MPI rank draws the masks of its shard only, keyed by the shard's first row in
+    the global batch: they equal those rows of a one-process draw, so K ranks train with
+    exactly the masks of a single process."""
+    cfg = tiny_config(dropout=0.3, drop_path=0.5, depth=3)
+    m = perturbed_model(cfg, seed=2)
+    full = m.draw_masks((3, 11), 6)
+    for first, n in ((0, 3), (3, 3), (2, 2), (5, 1)):
+        shard = m.draw_masks((3, 11), n, first_row=first)
+        assert set(shard) == set(full)
+        for k in full:
+            np.testing.assert_array_equal(shard[k], full[k][first:first + n], err_msg=k)
+    x = np.random.default_rng(0).standard_normal((6, 8, 8, 3))
+    whole = m.forward(x, rng_key=(3, 11))
+    np.testing.assert_allclose(m.forward(x[4:], rng_key=(3, 11), first_row=4), whole[4:],
+                               rtol=1e-12, atol=1e-14)
+    assert not np.allclose(m.forward(x[4:], rng_key=(3, 11)), whole[4:])   # row 0's masks
+
+
+def test_drop_path_drops_whole_samples_of_a_branch():
+    """With drop_path only, a sample's MLP branch mask is constant over (N, D): 0 or 1/(1-p)."""
+    cfg = tiny_config(drop_path=0.6, depth=2)
+    m = perturbed_model(cfg, seed=0)
+    x = np.random.default_rng(0).standard_normal((16, 8, 8, 3))
+    m.forward(x, rng_key=(1, 1))
+    mk = m.last_masks["blocks.1.mlp"]
+    assert mk.shape == (16, 1, 1)
+    assert set(np.unique(mk)) == {0.0, 1 / 0.4}
+    assert "blocks.0.mlp" not in m.last_masks and "embed" not in m.last_masks
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numba_backend_matches_numpy_with_every_knob(dtype):
+    pytest.importorskip("numba")
+    cfg = tiny_config(**ALL_ON)
+    ref = perturbed_model(cfg, seed=4, dtype=dtype)
+    nb = ViT(cfg, dtype=dtype, backend="numba", params=ref.state_dict())
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 8, 8, 3))
+    y = np.array([1, 0, 2])
+    la, ga = ref.loss_and_grads(x, y, 0.1, rng_key=(0, 9))
+    lb, gb = nb.loss_and_grads(x, y, 0.1, rng_key=(0, 9))
+    tol = dict(rtol=1e-9, atol=1e-11) if dtype == "float64" else dict(rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(gb, ga, **tol)
+    for n in ref.params:
+        np.testing.assert_allclose(nb.grads[n], ref.grads[n], err_msg=n, **tol)
+
+
+# ---------------------------------------------------------------------- inspection of GAP models
+def test_inspect_handles_gap_and_sincos_models():
+    from minivit.inspect import (attention_maps, cls_rollout_map, mean_attention_distance,
+                                 patch_position_embeddings)
+    gap = perturbed_model(tiny_config(classifier="gap", image_size=12), seed=0)   # 3x3 grid
+    pe = patch_position_embeddings(gap)
+    np.testing.assert_array_equal(pe.reshape(9, 8), gap.state_dict()["pos_embed"][0])
+    sc = perturbed_model(tiny_config(pos_embed="sincos2d", image_size=12), seed=0)
+    np.testing.assert_array_equal(patch_position_embeddings(sc).reshape(9, 8),
+                                  ops.sincos2d_pos_embed(3, 3, 8))
+    x = np.random.default_rng(0).standard_normal((2, 12, 12, 3))
+    atts = attention_maps(gap, x)
+    assert atts[0].shape == (2, 2, 9, 9)                      # N tokens, no class token
+    maps = cls_rollout_map(atts, gap.config.grid)
+    assert maps.shape == (2, 3, 3)
+    np.testing.assert_allclose(maps.sum(axis=(1, 2)), 1.0)    # the mean of stochastic rows
+    d = mean_attention_distance(atts, (3, 3), 4)
+    assert d.shape == (2, 2) and (d > 0).all()
+
+
+def test_pretrain_refuses_gap_by_name():
+    from minivit.pretrain import MPPModel
+    with pytest.raises(ConfigError, match="classifier='gap' is not supported yet"):
+        MPPModel(tiny_config(classifier="gap"))
+
+
+def test_pretrain_uses_the_dropout_masks_of_its_key_and_refuses_ema():
+    """Masked patch prediction runs the ViT's stages itself: a training step's key still
+    reaches the dropout / drop-path masks (same key, same loss; no key: no dropout)."""
+    from minivit.ops.masked import corruption_plan, mean_color_targets
+    from minivit.pretrain import MaskedPatchPrediction, MPPModel
+    from minivit.settings import TrainSettings
+    cfg = tiny_config(dropout=0.3, drop_path=0.4, depth=2)
+    mpp = MPPModel(cfg, seed=0, dtype="float64")
+    mpp.vit.load_params(perturbed_model(cfg, seed=1).state_dict())
+    extra = mpp.extra_state()                        # the zero-initialised head: perturbed
+    extra["mpp_head.weight"] = np.random.default_rng(1).standard_normal(
+        extra["mpp_head.weight"].shape)
+    mpp.load_extra(extra)
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, size=(3, 8, 8, 3)).astype(np.uint8)
+    x = raw / 255.0
+    targets = mean_color_targets(raw, cfg.patch_size)
+    plan = corruption_plan(3, cfg.num_patches, 0)
+    a, _ = mpp.loss_and_grads(x, targets, plan, rng_key=(0, 1))
+    b, _ = mpp.loss_and_grads(x, targets, plan, rng_key=(0, 1))
+    c, _ = mpp.loss_and_grads(x, targets, plan)
+    assert a == b and a != c
+    assert mpp.vit.last_masks == {}                  # the keyless step used none
+    with pytest.raises(ConfigError, match="ema_decay is not supported by masked patch"):
+        MaskedPatchPrediction().build_model(cfg, TrainSettings(ema_decay=0.9))
