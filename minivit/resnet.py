@@ -118,8 +118,8 @@ class ConvTrunk:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ConfigError(f"dtype must be float32 or float64, got {dtype!r}")
+        self.cv = get_conv_ops(backend)          # first: refuses the cuda backend by name
         self.be = get_backend(backend)
-        self.cv = get_conv_ops(self.be.name)
         self.params: dict = {}
         self.buffers: dict = {}
         self.grads: dict = {}
