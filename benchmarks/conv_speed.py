@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -38,20 +37,11 @@ sys.path.insert(0, ROOT)
 
 import numba  # noqa: E402
 
-from minivit.backends.numpy_conv import get_conv_ops  # noqa: E402
+from matmul_choice import timeit  # noqa: E402  (median of repeats after a warm-up)
+
+from minivit.backends.conv_ops import get_conv_ops  # noqa: E402
 from minivit.resnet import ResNet  # noqa: E402
 from minivit.resnet_config import ResNetConfig  # noqa: E402
-
-
-def timeit(f, repeats):
-    """Median wall time of f() over ``repeats`` calls, after one warm-up call."""
-    f()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def matmul_peak(sizes, repeats):

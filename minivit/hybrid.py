@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ConfigError, TrainingError
+from .errors import TrainingError
 from .model import ViT
-from .resnet import ConvTrunk, check_host_params, check_images, init_trunk_params, predict_proba
+from .resnet import ConvTrunk, init_buffers, init_trunk_params
 from .resnet_config import HybridConfig
 
 
@@ -35,34 +35,29 @@ class HybridViT(ConvTrunk):
     arrays are shared with ``self.vit``, so in-place optimizer updates reach it.
     """
 
+    config_class = HybridConfig
+
     def __init__(self, config, seed=0, dtype="float32", backend="numpy", params=None):
-        if isinstance(config, str):
-            config = HybridConfig.preset(config)
-        if not isinstance(config, HybridConfig):
-            raise ConfigError(f"config must be a HybridConfig or a preset name, got {config!r}")
         super().__init__(config, dtype, backend)
+        c = self.config
         # The ViT gets its official-style init (REFERENCE.md §2); the trunk He init from
         # its own random stream.
-        self.vit = ViT(config.vit, seed=seed, dtype=dtype, backend=backend)
+        self.vit = ViT(c.vit, seed=seed, dtype=dtype, backend=backend)
         if params is None:
-            params = init_trunk_params(config, np.random.default_rng((seed, 1)))
-            self.load_params(params, strict=False)
-        else:
-            self.load_params(params)
+            trunk = init_trunk_params(c, np.random.default_rng((seed, 1)))
+            params = {**trunk, **init_buffers(c), **self.vit.state_dict()}
+        self.load_params(params)
 
     def load_params(self, host_params: dict, strict=True):
-        """Copy host arrays (trunk + ViT parameters, BN running statistics) into the model.
-        Raises ConfigError naming a missing, unexpected, mis-shaped, non-float or
-        non-finite entry."""
-        c = self.config
-        self.check_unexpected(host_params, strict)
-        check_host_params(c.param_shapes(), host_params, strict)
-        self.load_trunk(host_params, strict)
-        vit_names = c.vit.param_shapes()
-        self.vit.load_params({k: v for k, v in host_params.items() if k in vit_names},
+        """Copy host arrays (trunk + ViT parameters, BN running statistics) into the model,
+        with :meth:`ConvTrunk.load_params`'s checks; the ViT's entries are handed to
+        ``self.vit`` (the same arrays), so both see one set of parameters."""
+        super().load_params(host_params, strict)
+        vit_names = self.config.vit.param_shapes()
+        self.vit.load_params({k: v for k, v in self.params.items() if k in vit_names},
                              strict=strict)
-        trunk = {n: self.params[n] for n in c.trunk_shapes()}
-        self.params = {**trunk, **self.vit.params}
+        self.params = {k: (self.vit.params[k] if k in vit_names else v)
+                       for k, v in self.params.items()}
 
     @property
     def last_attention(self) -> list:
@@ -77,7 +72,7 @@ class HybridViT(ConvTrunk):
         the running statistics. keep_attention: keep the encoder's attention matrices.
         """
         self._cache = {}
-        x = check_images(images, self.config, self.dtype, self.be)
+        x = self.check_images(images)
         fmap = self.trunk_forward(x, train)                  # (B, S, S, C_F)
         if not self.be.all_finite(fmap):
             raise TrainingError("the conv trunk's feature map contains NaN or inf "
@@ -108,7 +103,7 @@ class HybridViT(ConvTrunk):
     def predict_proba(self, images, batch_size=256):
         """images: (B, H, W, C) normalised → class probabilities (B, classes), inference
         mode, host float64."""
-        probs = predict_proba(self, images, batch_size)
+        probs = ConvTrunk.predict_proba(self, images, batch_size)
         self.vit._cache = {}
         return probs
 

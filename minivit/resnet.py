@@ -24,8 +24,9 @@ import math
 import numpy as np
 
 from .backends import get_backend
-from .backends.numpy_conv import get_conv_ops
+from .backends.conv_ops import get_conv_ops
 from .errors import ConfigError
+from .model import ViT
 from .resnet_config import HybridConfig, ResNetConfig
 
 
@@ -52,7 +53,7 @@ def init_buffers(config) -> dict[str, np.ndarray]:
 
 
 def init_params(config: ResNetConfig, seed=0) -> dict[str, np.ndarray]:
-    """Trunk as :func:`init_trunk_params`; the linear head uniform(±1/√fan_in), torch's
+    """Trainable parameters only (running statistics: :func:`init_buffers`). Trunk as :func:`init_trunk_params`; the linear head uniform(±1/√fan_in), torch's
     ``nn.Linear`` default."""
     rng = np.random.default_rng(seed)
     p = init_trunk_params(config, rng)
@@ -60,49 +61,6 @@ def init_params(config: ResNetConfig, seed=0) -> dict[str, np.ndarray]:
     p["head.weight"] = rng.uniform(-bound, bound, size=(config.feature_dim, config.num_classes))
     p["head.bias"] = rng.uniform(-bound, bound, size=(config.num_classes,))
     return p
-
-
-def check_images(images, config, dtype, be):
-    """images: (B, H, W, C) normalised floats → backend array of ``dtype``. Raises
-    ConfigError naming the shape, dtype or NaN problem."""
-    shape = getattr(images, "shape", None)
-    if shape is None or len(shape) != 4:
-        raise ConfigError(f"images must be (B, H, W, C), got shape {shape}")
-    B, H, W, C = shape
-    if H != config.image_size or W != config.image_size:
-        raise ConfigError(f"image size {H}x{W} does not match the config's "
-                          f"{config.image_size}x{config.image_size}")
-    if C != config.channels:
-        raise ConfigError(f"images have {C} channels, the config expects {config.channels}")
-    if B < 1:
-        raise ConfigError("empty batch: B = 0")
-    if isinstance(images, np.ndarray):
-        if images.dtype.kind != "f":
-            raise ConfigError(f"images must be normalised floats, got dtype {images.dtype}; "
-                              f"use minivit.data.normalize (uint8 pixels are never scaled "
-                              f"silently)")
-        if not np.isfinite(images).all():
-            raise ConfigError("images contain NaN or inf")
-    return be.asarray(images, dtype=dtype)
-
-
-def check_host_params(shapes, host, strict, what="parameter"):
-    """Validate host arrays against name → shape: raises ConfigError naming a missing,
-    unexpected, mis-shaped, non-float or non-finite entry."""
-    if strict:
-        missing = [k for k in shapes if k not in host]
-        if missing:
-            raise ConfigError(f"missing {what}(s): {', '.join(missing)}")
-    for name, shape in shapes.items():
-        if name not in host:
-            continue
-        a = np.asarray(host[name])
-        if a.shape != shape:
-            raise ConfigError(f"{what} {name} has shape {a.shape}, expected {shape}")
-        if a.dtype.kind != "f":
-            raise ConfigError(f"{what} {name} has dtype {a.dtype}, expected floats")
-        if not np.isfinite(a).all():
-            raise ConfigError(f"{what} {name} contains NaN or inf")
 
 
 # ---------------------------------------------------------------------- the trunk
@@ -113,7 +71,21 @@ class ConvTrunk:
     statistics) and ``grads``; ``cv`` is the conv op set, ``be`` the main backend.
     """
 
+    config_class: type = ResNetConfig        # the subclass's config type
+
+    # The ViT's input checks apply unchanged: they read config.image_size/channels,
+    # self.be and self.dtype, which a conv model has too.
+    check_images = ViT.check_images
+    # So does its predict_proba: softmax of forward() (here: inference mode, running
+    # statistics) over batches of 256, caches dropped → (B, classes) host float64.
+    predict_proba = ViT.predict_proba
+
     def __init__(self, config, dtype, backend):
+        cls = self.config_class
+        if isinstance(config, str):
+            config = cls.preset(config)
+        if not isinstance(config, cls):
+            raise ConfigError(f"config must be a {cls.__name__} or a preset name, got {config!r}")
         self.config = config
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
@@ -125,28 +97,26 @@ class ConvTrunk:
         self.grads: dict = {}
         self._cache: dict = {}                # activations kept for backward
 
-    def load_trunk(self, host, strict=True):
-        """Copy the trunk's parameters and BN statistics out of ``host`` (name → array).
-        Missing running statistics start at (0, 1) unless strict."""
-        c = self.config
-        check_host_params(c.trunk_shapes(), host, strict)
-        check_host_params(c.buffer_shapes(), host, False, "buffer")
-        for n in c.trunk_shapes():
-            if n in host:
-                self.params[n] = self.be.asarray(host[n], dtype=self.dtype)
-        start = init_buffers(c)
-        for n in c.buffer_shapes():
-            if n in host or n not in self.buffers:
-                self.buffers[n] = np.array(host.get(n, start[n]), dtype=self.dtype)
-
-    def check_unexpected(self, host, strict):
-        """Raise ConfigError naming entries of ``host`` that are neither a parameter nor a
-        running statistic of this config (only when strict)."""
+    def load_params(self, host_params: dict, strict=True):
+        """Copy host arrays into the model: parameters (the ViT's checks: every name,
+        shape, float dtype, finiteness) and BN running statistics. strict: every entry
+        must be present and none unknown. Raises ConfigError naming the entry."""
+        bshapes = self.config.buffer_shapes()
+        ViT.load_params(self, {k: v for k, v in host_params.items() if k not in bshapes},
+                        strict)
         if strict:
-            c = self.config
-            extra = [k for k in host if k not in c.param_shapes() and k not in c.buffer_shapes()]
-            if extra:
-                raise ConfigError(f"unexpected parameter(s): {', '.join(extra)}")
+            missing = [k for k in bshapes if k not in host_params]
+            if missing:
+                raise ConfigError(f"missing running statistic(s): {', '.join(missing)}")
+        for n, shape in bshapes.items():
+            if n not in host_params:
+                continue
+            a = np.asarray(host_params[n])
+            if (a.shape != shape or a.dtype.kind != "f" or not np.isfinite(a).all()
+                    or (n.endswith("running_var") and (a < 0).any())):
+                raise ConfigError(f"running statistic {n} must be finite floats of shape "
+                                  f"{shape} (variances >= 0), got {a.dtype} {a.shape}")
+            self.buffers[n] = np.array(a, dtype=self.dtype)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Host copies of every parameter (model order), then the BN running statistics."""
@@ -240,24 +210,13 @@ class ResNet(ConvTrunk):
     "numba". params: optional host dict to start from (parameters, optionally BN stats).
     """
 
-    def __init__(self, config, seed=0, dtype="float32", backend="numpy", params=None):
-        if isinstance(config, str):
-            config = ResNetConfig.preset(config)
-        if not isinstance(config, ResNetConfig):
-            raise ConfigError(f"config must be a ResNetConfig or a preset name, got {config!r}")
-        super().__init__(config, dtype, backend)
-        self.load_params(init_params(config, seed) if params is None else params)
+    config_class = ResNetConfig
 
-    def load_params(self, host_params: dict, strict=True):
-        """Copy host arrays (parameters and, when present, BN running statistics) into the
-        model. Raises ConfigError naming a missing, unexpected, mis-shaped, non-float or
-        non-finite entry."""
-        self.check_unexpected(host_params, strict)
-        check_host_params(self.config.param_shapes(), host_params, strict)
-        self.load_trunk(host_params, strict)
-        for n in ("head.weight", "head.bias"):
-            if n in host_params:
-                self.params[n] = self.be.asarray(host_params[n], dtype=self.dtype)
+    def __init__(self, config, seed=0, dtype="float32", backend="numpy", params=None):
+        super().__init__(config, dtype, backend)
+        if params is None:
+            params = {**init_params(self.config, seed), **init_buffers(self.config)}
+        self.load_params(params)
 
     def head_forward(self, h):
         """h: (B, S, S, C) → logits: (B, classes): global average pool, then linear."""
@@ -280,7 +239,7 @@ class ResNet(ConvTrunk):
         the batch's, and updates the running statistics.
         """
         self._cache = {}
-        x = check_images(images, self.config, self.dtype, self.be)
+        x = self.check_images(images)
         return self.head_forward(self.trunk_forward(x, train))
 
     def backward(self, dlogits, need_dimages=False):
@@ -302,23 +261,6 @@ class ResNet(ConvTrunk):
         loss, dlogits = self.be.softmax_cross_entropy(logits, labels, smoothing)
         self.backward(dlogits)
         return loss, self.be.to_host(logits)
-
-    def predict_proba(self, images, batch_size=256):
-        """images: (B, H, W, C) normalised → class probabilities (B, classes), inference
-        mode (running statistics), host float64."""
-        return predict_proba(self, images, batch_size)
-
-
-def predict_proba(model, images, batch_size=256):
-    """Softmax of ``model.forward`` (inference mode) over batches: (B, classes) float64."""
-    out = []
-    for s in range(0, len(images), batch_size):
-        logits = np.asarray(model.be.to_host(model.forward(images[s:s + batch_size])),
-                            dtype=np.float64)
-        model._cache = {}
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        out.append(e / e.sum(axis=1, keepdims=True))
-    return np.concatenate(out, axis=0)
 
 
 __all__ = ["ResNet", "ResNetConfig", "HybridConfig", "ConvTrunk", "init_params",

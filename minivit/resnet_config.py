@@ -16,8 +16,6 @@ A block (He et al. Fig. 2, projection shortcut "option B" where the shape change
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 
 from .config import MAX_PARAMS, ViTConfig
@@ -133,34 +131,13 @@ class _Trunk:
                 f += 2 * S * S * cin * w
         return f
 
-    # ------------------------------------------------------------------ (de)serialise
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        if not isinstance(d, dict):
-            raise ConfigError(f"config must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, s: str):
-        try:
-            d = json.loads(s)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config is not valid JSON: {e}") from None
-        return cls.from_dict(d)
-
-    def replace(self, **changes):
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+    # (De)serialisation is ViTConfig's, unchanged: it reads only the dataclass fields
+    # (tuples come back from JSON as lists; _validate_trunk turns them into tuples).
+    to_dict = ViTConfig.to_dict
+    to_json = ViTConfig.to_json
+    from_dict = vars(ViTConfig)["from_dict"]
+    from_json = vars(ViTConfig)["from_json"]
+    replace = ViTConfig.replace
 
     def num_params(self) -> int:
         """Exact number of trainable scalars (BN running statistics are not counted)."""

@@ -10,7 +10,7 @@
 import numpy as np
 import pytest
 
-from minivit.backends.numpy_conv import get_conv_ops
+from minivit.backends.conv_ops import get_conv_ops
 from minivit.errors import ConfigError
 from minivit.gradcheck import check_gradient
 from minivit.hybrid import HybridViT

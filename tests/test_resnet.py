@@ -156,6 +156,12 @@ def test_bad_inputs_one_line_errors():
         m.load_params(bad)
     with pytest.raises(ConfigError, match="unexpected parameter"):
         m.load_params({**m.state_dict(), "extra": np.zeros(1)})
+    no_stats = {k: v for k, v in m.state_dict().items() if "running" not in k}
+    with pytest.raises(ConfigError, match="missing running statistic.*stem.norm.running_mean"):
+        m.load_params(no_stats)               # eval would silently use (0, 1): refused
+    neg = {**m.state_dict(), "stem.norm.running_var": -np.ones(3)}
+    with pytest.raises(ConfigError, match="running statistic stem.norm.running_var must be finite"):
+        m.load_params(neg)
     with pytest.raises(ConfigError, match="convolutional models run on the numpy or numba backend, not 'cuda'"):
         ResNet(tiny_resnet_config(), backend="cuda")
     with pytest.raises(ConfigError, match="config must be a ResNetConfig"):

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..errors import ConfigError
-from ..ops.conv import conv_output_size
+from ..ops.batchnorm import check_batch, update_running_stats
+from ..ops.conv import conv_output_size, conv_shapes
 from .numba_cpu import _FM, _add_bias, _c, _chunks, _colsum, _nt
 from .numpy_conv import NumpyConvOps
 
@@ -86,18 +86,7 @@ def _bn_stats(x, nthreads):
     # x: (R, C) → mean, biased variance (float64), two passes with per-thread partials.
     R, C = x.shape
     T, ch = _chunks(R, nthreads)
-    part = np.zeros((T, C))
-    for t in prange(T):
-        pt = part[t]
-        for r in range(t * ch, min(R, (t + 1) * ch)):
-            xr = x[r]
-            for c in range(C):
-                pt[c] += xr[c]
-    mu = np.zeros(C)
-    for t in range(T):
-        for c in range(C):
-            mu[c] += part[t, c]
-    mu /= R
+    mu = _colsum(x, nthreads).astype(np.float64) / R
     part2 = np.zeros((T, C))
     for t in prange(T):
         pt = part2[t]
@@ -298,13 +287,9 @@ class NumbaConvOps(NumpyConvOps):
     def conv2d_forward(self, x, W, b=None, stride=1, padding=0):
         """x: (B, H, W, C_in); W: (k, k, C_in, C_out); b: (C_out,) or None →
         y: (B, H_o, W_o, C_out), cache. im2col kernel, then one BLAS GEMM."""
-        B, H, Wd, C = x.shape
-        k, k2, Cin, F = W.shape
-        if k != k2:
-            raise ConfigError(f"conv kernels must be square, got {k}x{k2}")
-        if Cin != C:
-            raise ConfigError(f"input has {C} channels, the conv kernel expects {Cin}")
-        Ho, Wo = conv_output_size(H, k, stride, padding), conv_output_size(Wd, k, stride, padding)
+        B, _, _, C = x.shape
+        k, _, _, F = W.shape
+        Ho, Wo = conv_shapes(x.shape, W.shape, stride, padding)
         x = _c(x)
         if k == 1 and stride == 1 and padding == 0:
             cols = x.reshape(-1, C)                       # a 1×1 conv is a dense layer
@@ -341,20 +326,11 @@ class NumbaConvOps(NumpyConvOps):
         updates the running statistics in place (torch conventions, see the reference)."""
         C = x.shape[-1]
         x2 = _c(x).reshape(-1, C)
-        R = x2.shape[0]
+        check_batch(x.shape, train, running_mean)
         if train:
-            if R < 2:
-                raise ConfigError("batch norm in training mode needs more than one value "
-                                  f"per channel, got input shape {x.shape}")
             mu, var = _bn_stats(x2, _nt())
-            if running_mean is not None:
-                running_mean *= 1.0 - momentum
-                running_mean += momentum * mu
-                running_var *= 1.0 - momentum
-                running_var += momentum * var * (R / (R - 1))
+            update_running_stats(running_mean, running_var, mu, var, x2.shape[0], momentum)
         else:
-            if running_mean is None:
-                raise ConfigError("batch norm in eval mode needs running statistics")
             mu, var = running_mean, running_var
         dt = x.dtype
         rstd = (1.0 / np.sqrt(np.asarray(var, dtype=np.float64) + eps)).astype(dt)

@@ -1,19 +1,11 @@
-"""The convolutional op set (conv, batch norm, ReLU, pooling) bound for a backend.
-
-The ViT's backends (:mod:`minivit.backends.numpy_ops`, ``numba_cpu``) know only the
-transformer's ops; convolutional models (:mod:`minivit.resnet`, :mod:`minivit.hybrid`)
-take these from a second object, ``get_conv_ops(name)``, with the same ``(out, cache)``
-contract. :class:`NumpyConvOps` binds the reference ops of :mod:`minivit.ops`; the Numba
-version (:mod:`minivit.backends.numba_conv`) replaces them with compiled kernels.
+"""The reference convolutional op set: the NumPy ops of :mod:`minivit.ops` (conv, batch
+norm, ReLU, pooling) bound as methods, which the Numba op set
+(:mod:`minivit.backends.numba_conv`) subclasses and replaces. Get either one with
+:func:`minivit.backends.conv_ops.get_conv_ops`.
 """
 from __future__ import annotations
 
-from ..errors import ConfigError
 from ..ops import activations, batchnorm, conv, pooling
-
-CONV_BACKENDS = ("numpy", "numba")
-_instances: dict[str, object] = {}
-
 
 class NumpyConvOps:
     """Reference conv op set: every method is the NumPy op of the same name."""
@@ -35,22 +27,3 @@ class NumpyConvOps:
     def add_relu(self, a, b):
         """ReLU(a + b), a, b: (...): the end of a residual basic block. Returns y, cache."""
         return self.relu_forward(a + b)
-
-
-def get_conv_ops(name="numpy"):
-    """The conv op set of backend ``name`` ("numpy" or "numba"); created once, shared.
-
-    Raises ConfigError for any other name (the CUDA backend has no conv kernels yet).
-    """
-    if not isinstance(name, str):
-        name = getattr(name, "name", name)
-    if name not in CONV_BACKENDS:
-        raise ConfigError(f"convolutional models run on the {' or '.join(CONV_BACKENDS)} "
-                          f"backend, not {name!r}")
-    if name not in _instances:
-        if name == "numpy":
-            _instances[name] = NumpyConvOps()
-        else:
-            from .numba_conv import NumbaConvOps
-            _instances[name] = NumbaConvOps()
-    return _instances[name]

@@ -18,6 +18,29 @@ import numpy as np
 from ..errors import ConfigError
 
 
+def check_batch(shape, train, running_mean):
+    """Raise ConfigError when x of this shape cannot be normalised in this mode."""
+    R = 1
+    for s in shape[:-1]:
+        R *= s
+    if train and R < 2:
+        raise ConfigError("batch norm in training mode needs more than one value per "
+                          f"channel, got input shape {tuple(shape)}")
+    if not train and running_mean is None:
+        raise ConfigError("batch norm in eval mode needs running statistics")
+
+
+def update_running_stats(running_mean, running_var, mu, var, R, momentum):
+    """In place: running ← (1 − m)·running + m·batch, the variance unbiased (× R/(R−1)).
+    Nothing to do when running_mean is None (statistics not tracked)."""
+    if running_mean is None:
+        return
+    running_mean *= 1.0 - momentum
+    running_mean += momentum * mu
+    running_var *= 1.0 - momentum
+    running_var += momentum * var * (R / (R - 1))
+
+
 def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, train=True,
                       momentum=0.1, eps=1e-5):
     """x: (..., C); gamma, beta, running_mean, running_var: (C,).
@@ -28,21 +51,13 @@ def batchnorm_forward(x, gamma, beta, running_mean=None, running_var=None, train
     C = x.shape[-1]
     x2 = x.reshape(-1, C)
     R = x2.shape[0]
+    check_batch(x.shape, train, running_mean)
     if train:
-        if R < 2:
-            raise ConfigError("batch norm in training mode needs more than one value per "
-                              f"channel, got input shape {x.shape}")
         mu = x2.mean(axis=0)
         xc = x2 - mu
         var = (xc * xc).mean(axis=0)
-        if running_mean is not None:
-            running_mean *= 1.0 - momentum
-            running_mean += momentum * mu
-            running_var *= 1.0 - momentum
-            running_var += momentum * var * (R / (R - 1))
+        update_running_stats(running_mean, running_var, mu, var, R, momentum)
     else:
-        if running_mean is None:
-            raise ConfigError("batch norm in eval mode needs running statistics")
         xc = x2 - running_mean
         var = running_var
     rstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)

@@ -33,6 +33,18 @@ def conv_output_size(n, k, stride=1, padding=0):
     return (n + 2 * padding - k) // stride + 1
 
 
+def conv_shapes(xshape, wshape, stride, padding):
+    """(H_o, W_o) of a conv of x: (B, H, W, C) with kernels (k, k, C, C_out). Raises
+    ConfigError naming the problem (non-square kernel, channel mismatch, bad numbers)."""
+    k, k2, Cin, _ = wshape
+    if k != k2:
+        raise ConfigError(f"conv kernels must be square, got {k}x{k2}")
+    if Cin != xshape[3]:
+        raise ConfigError(f"input has {xshape[3]} channels, the conv kernel expects {Cin}")
+    return (conv_output_size(xshape[1], k, stride, padding),
+            conv_output_size(xshape[2], k, stride, padding))
+
+
 def im2col(x, k, stride=1, padding=0):
     """x: (B, H, W, C) → cols: (B·H_o·W_o, k·k·C), each row one receptive field in
     (h, w, c) order; zero padding of ``padding`` pixels on every side."""
@@ -68,14 +80,10 @@ def conv2d_forward(x, W, b=None, stride=1, padding=0):
     Returns y: (B, H_o, W_o, C_out) with H_o = ⌊(H + 2·padding − k)/stride⌋ + 1, and the
     cache. Raises ConfigError when the channels of x and W disagree.
     """
-    B, H, Wd, C = x.shape
-    k, k2, Cin, F = W.shape
-    if k != k2:
-        raise ConfigError(f"conv kernels must be square, got {k}x{k2}")
-    if Cin != C:
-        raise ConfigError(f"input has {C} channels, the conv kernel expects {Cin}")
+    B, _, _, C = x.shape
+    k, _, _, F = W.shape
+    Ho, Wo = conv_shapes(x.shape, W.shape, stride, padding)
     cols = im2col(x, k, stride, padding)
-    Ho, Wo = conv_output_size(H, k, stride, padding), conv_output_size(Wd, k, stride, padding)
     y = cols @ W.reshape(k * k * C, F)                    # the one GEMM
     if b is not None:
         y += b
