@@ -10,18 +10,20 @@ from minivit.optim import AdamW, decays
 from minivit.resnet import ResNet
 from minivit.resnet_config import HYBRID_PRESETS, RESNET_PRESETS, HybridConfig, ResNetConfig
 
-from test_conv_ops import perturbed, tiny_hybrid_config, tiny_resnet_config
+from test_conv_ops import HAVE_TORCH, needs_torch, perturbed, tiny_hybrid_config, tiny_resnet_config
 
-torch = pytest.importorskip("torch", reason="torch not installed: pip install -e '.[oracle]'")
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from torch_resnet import TorchResNet, TorchTrunk, load_into  # noqa: E402
-from torch_vit import torch_forward  # noqa: E402
+if HAVE_TORCH:                            # the oracle extra
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from torch_resnet import TorchResNet, TorchTrunk, load_into
+    from torch_vit import torch_forward
 
 
 def _torch_count(module):
     return sum(p.numel() for p in module.parameters())
 
 
+@needs_torch
 @pytest.mark.parametrize("name", list(RESNET_PRESETS))
 def test_resnet_param_count_matches_torch(name):
     cfg = ResNetConfig.preset(name)
@@ -36,6 +38,7 @@ def test_resnet20_is_he_et_al_size():
     assert round(ResNetConfig.preset("resnet-20").num_params() / 1e6, 2) == 0.27
 
 
+@needs_torch
 @pytest.mark.parametrize("name", list(HYBRID_PRESETS))
 def test_hybrid_param_count_matches_torch(name):
     cfg = HybridConfig.preset(name)
@@ -44,6 +47,7 @@ def test_hybrid_param_count_matches_torch(name):
     assert cfg.vit.num_patches == cfg.feature_size ** 2 and cfg.vit.patch_dim == cfg.feature_dim
 
 
+@needs_torch
 def test_flops_formula_matches_torch_flop_counter():
     # torch counts 2 FLOPs per multiply-add of every conv and matmul, as our formulas do.
     rc, hc = tiny_resnet_config(), tiny_hybrid_config()
@@ -173,3 +177,23 @@ def test_hybrid_divergence_is_a_training_error():
     m.params["layers.1.0.norm2.bias"][:] = np.inf     # the trunk's last layer
     with pytest.raises(TrainingError, match="feature map contains NaN or inf"):
         m.forward(np.zeros((2, 8, 8, 3), np.float32), train=True)
+
+
+def test_model_registry():
+    from minivit import ViT
+    from minivit.models import (all_presets, build_model, config_from_dict, config_from_preset,
+                                model_kind, state_shapes)
+    names = all_presets()
+    assert {"cifar10-tiny", "resnet-20", "hybrid-tiny"} <= set(names)
+    for name, cls in (("cifar10-tiny", ViT), ("resnet-8", ResNet), ("hybrid-tiny", HybridViT)):
+        c = config_from_preset(name)
+        kind = model_kind(c)
+        assert config_from_dict(c.to_dict(), kind) == c
+        m = build_model(c)
+        assert type(m) is cls and m.num_params() == c.num_params()
+        assert set(m.state_dict()) == set(state_shapes(c))
+    assert config_from_preset("hybrid-tiny", depth=2).depth == 2
+    with pytest.raises(ConfigError, match="unknown preset 'resnet-9'; known presets: vit-ti16"):
+        config_from_preset("resnet-9")
+    with pytest.raises(ConfigError, match="unknown config field"):
+        config_from_preset("resnet-8", patch_size=4)
