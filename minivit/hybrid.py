@@ -65,6 +65,10 @@ class HybridViT(ConvTrunk):
         ``forward(..., keep_attention=True)``."""
         return self.vit.last_attention
 
+    @last_attention.setter
+    def last_attention(self, value):
+        self.vit.last_attention = value
+
     def forward(self, images, train=False, keep_attention=False):
         """images: (B, H, W, C) normalised floats → logits: (B, classes).
 

@@ -6,6 +6,7 @@ import pytest
 
 from minivit.errors import ConfigError, TrainingError
 from minivit.hybrid import HybridViT
+from minivit.inspect import attention_maps
 from minivit.optim import AdamW, decays
 from minivit.resnet import ResNet
 from minivit.resnet_config import HYBRID_PRESETS, RESNET_PRESETS, HybridConfig, ResNetConfig
@@ -113,6 +114,9 @@ def test_hybrid_params_are_shared_with_its_vit():
     x = np.zeros((2, 8, 8, 3), np.float32)
     m.forward(x, keep_attention=True)
     assert len(m.last_attention) == 2 and m.last_attention[0].shape == (2, 2, 17, 17)
+    maps = attention_maps(m, x)              # the ViT's inspection tool, unchanged
+    assert len(maps) == 2 and maps[0].shape == (2, 2, 17, 17)
+    np.testing.assert_allclose(maps[1].sum(axis=-1), 1.0, rtol=1e-5)
 
 
 def test_weight_decay_skips_batch_norm():
