@@ -53,8 +53,9 @@ def init_buffers(config) -> dict[str, np.ndarray]:
 
 
 def init_params(config: ResNetConfig, seed=0) -> dict[str, np.ndarray]:
-    """Trainable parameters only (running statistics: :func:`init_buffers`). Trunk as :func:`init_trunk_params`; the linear head uniform(±1/√fan_in), torch's
-    ``nn.Linear`` default."""
+    """Trainable parameters only (running statistics: :func:`init_buffers`). Trunk as
+    :func:`init_trunk_params`; the linear head uniform(±1/√fan_in), torch's ``nn.Linear``
+    default."""
     rng = np.random.default_rng(seed)
     p = init_trunk_params(config, rng)
     bound = 1.0 / math.sqrt(config.feature_dim)
@@ -124,9 +125,7 @@ class ConvTrunk:
         out.update({k: np.array(v) for k, v in self.buffers.items()})
         return out
 
-    def num_params(self) -> int:
-        """Number of trainable scalars actually allocated (running statistics excluded)."""
-        return int(sum(int(np.prod(v.shape)) for v in self.params.values()))
+    num_params = ViT.num_params          # trainable scalars allocated (not the BN statistics)
 
     # -- conv → BN (→ ReLU), the unit every layer of the trunk is made of
     def _conv_bn(self, x, name, norm, stride, padding, train):
