@@ -107,9 +107,12 @@ class HybridViT(ConvTrunk):
     def predict_proba(self, images, batch_size=256):
         """images: (B, H, W, C) normalised → class probabilities (B, classes), inference
         mode, host float64."""
-        probs = ConvTrunk.predict_proba(self, images, batch_size)
-        self.vit._cache = {}
-        return probs
+        return ConvTrunk.predict_proba(self, images, batch_size)
+
+    def clear_cache(self):
+        """Drop the activations kept for backward, the trunk's and the encoder's."""
+        self._cache = {}
+        self.vit.clear_cache()
 
 
 __all__ = ["HybridViT", "HybridConfig"]

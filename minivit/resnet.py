@@ -126,6 +126,7 @@ class ConvTrunk:
         return out
 
     num_params = ViT.num_params          # trainable scalars allocated (not the BN statistics)
+    clear_cache = ViT.clear_cache        # drop the activations kept for backward
 
     # -- conv → BN (→ ReLU), the unit every layer of the trunk is made of
     def _conv_bn(self, x, name, norm, stride, padding, train):
