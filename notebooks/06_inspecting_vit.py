@@ -33,6 +33,7 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 from _common import setup, load_data, data_dir, FAST, RUNS
+from minivit import CheckpointError
 from minivit.checkpoint import load_model
 from minivit.predict import default_checkpoint
 from minivit.data import normalize
@@ -55,9 +56,10 @@ setup()
 def find_model():
     try:
         path = default_checkpoint()
-        return (*load_model(path), f"the bundled checkpoint {path.name}")
-    except Exception:           # noqa: BLE001 — CheckpointError: not shipped (yet)
-        print("No bundled checkpoint (minivit/weights/cifar10-tiny.npz) in this checkout.")
+    except CheckpointError as e:    # not shipped with this installation
+        print(f"The bundled checkpoint was not found ({e}).")
+    else:
+        return (*load_model(path), f"the bundled checkpoint {path.relative_to(path.parents[2])}")
     path = RUNS / "05_short" / "checkpoint.npz"
     if path.is_file():
         return (*load_model(path), f"notebook 05's run ({path})")
@@ -72,7 +74,7 @@ def find_model():
 model, meta, what = find_model()
 c = model.config
 print(f"model: {what}\n  {c.num_params():,} parameters, depth {c.depth}, {c.heads} heads, "
-      f"P = {c.patch_size}, grid {c.grid}; trained epochs: {meta.get('epoch', '?')}")
+      f"P = {c.patch_size}, grid {c.grid}; trained epochs: {meta['epoch']}")
 
 n_images = 16 if FAST else 64
 imgs, x, labels, source = vit_inspect.load_images(n_images, c.image_size, data_dir(),

@@ -310,8 +310,8 @@ results = REPO / "benchmarks" / "results"
 path = results / "train_step.json"
 if path.is_file():
     bench = json.loads(path.read_text())
-    print(f"train_step.json: batch {bench['batch']}, {bench.get('cpu_count', '?')} CPU cores, "
-          f"{bench.get('numba_threads', '?')} Numba threads\n")
+    print(f"{path.relative_to(REPO)}: batch {bench['batch']}, {bench['cpu_count']} CPU cores, "
+          f"{bench['numba_threads']} Numba threads\n")
     print(f"{'model':14s} {'backend':8s} {'train img/s':>12s} {'infer img/s':>12s} {'train GFLOP/s':>14s}")
     for model_name, m in bench["models"].items():
         for be_name, r in m["backends"].items():
@@ -325,7 +325,7 @@ else:
 
 gpu_path = results / "gpu.json"
 if gpu_path.is_file():
-    print("gpu.json:\n" + json.dumps(json.loads(gpu_path.read_text()), indent=1)[:3000])
+    print(f"{gpu_path.relative_to(REPO)}:\n" + json.dumps(json.loads(gpu_path.read_text()), indent=1)[:3000])
 else:
     print("benchmarks/results/gpu.json not found: run  python benchmarks/gpu.py  on a machine with a GPU")
 
