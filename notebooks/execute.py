@@ -107,7 +107,7 @@ def sync(path: Path):
                 match = ran[cell.source].pop(0)
                 cell.outputs, cell.execution_count = match.outputs, match.execution_count
         nb.metadata = {**old.metadata, **nb.metadata}       # keep language_info of the run
-        if nb == old:
+        if jupytext.writes(nb, "ipynb").rstrip() == ipynb.read_text(encoding="utf-8").rstrip():
             return False
     save(nb, path)
     return True
