@@ -17,8 +17,9 @@ every pair is in sync and that the saved outputs come from a complete run.
 
 Run it with the project's interpreter (``.venv/bin/python``): the kernel is the one of
 the interpreter that runs this script. Each notebook starts from a clean kernel in
-``notebooks/`` (so ``_common.py`` and relative paths resolve). A cell that raises stops
-that notebook, which is then left unchanged on disk, and the script exits with status 1.
+``notebooks/`` (so ``_common.py`` and relative paths resolve). A cell that raises (or runs
+past ``--timeout``) stops that notebook, which is then left unchanged on disk, and the
+script exits with status 1.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import jupytext
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 HERE = Path(__file__).resolve().parent
 FORMATS = "ipynb,py:percent"            # the pairing every notebook declares
@@ -137,7 +138,7 @@ def main(argv=None):
         print(f"{path.name} ...", end=" ", flush=True)
         try:
             nb, seconds = execute(path, args.timeout, args.fast)
-        except CellExecutionError as e:
+        except (CellExecutionError, CellTimeoutError) as e:
             failed += 1
             print("FAILED\n" + str(e)[-3000:])
             continue
