@@ -147,9 +147,10 @@ def test_placeholder_patterns_catch_the_old_output():
 
 # Repository files named in prose or output: a path with a folder, or a bare file name.
 FILE_REF = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.(?:md|py|json|jsonl|npz|png|ipynb|toml))\b")
-# An output line that reports a file absent.
-ABSENT = re.compile(r"\bnot found\b|\bdoes not exist\b|\bmissing\b|\bno\b[^.\n]*\b(?:checkpoint|file|results?)\b",
-                    re.I)
+# An output that reports a file absent: "PATH not found", "PATH does not exist", "PATH is
+# missing", or "No <thing> (PATH)" in the same clause.
+ABSENT_AFTER = re.compile(r"\)?\s*(?:not found|does not exist|is missing)\b", re.I)
+ABSENT_BEFORE = re.compile(r"\bno\b[^.:;\n]*$", re.I)
 
 
 def _repo_files():
@@ -175,8 +176,10 @@ def _file_claims(nb):
         for line in text.splitlines():
             for m in FILE_REF.finditer(line):
                 ref = m.group(1)
+                absent = cell.cell_type == "code" and bool(
+                    ABSENT_AFTER.match(line, m.end()) or ABSENT_BEFORE.search(line[:m.start()]))
                 if not ref.startswith("runs/"):
-                    yield ref, line, cell.cell_type == "code" and bool(ABSENT.search(line))
+                    yield ref, line, absent
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -199,9 +202,13 @@ def test_file_claims_catch_the_old_statements():
                  nbformat.v4.new_code_cell("")]
     old.cells[1].outputs = [nbformat.v4.new_output(
         "stream", text="No bundled checkpoint (minivit/weights/cifar10-tiny.npz) in this checkout.\n")]
+    old.cells[1].outputs.append(nbformat.v4.new_output(
+        "stream", text="benchmarks/results/gpu.json not found: run  python benchmarks/gpu.py\n"))
     claims = list(_file_claims(old))
     assert [(r, a) for r, _, a in claims] == [("REFERENCE.md", False),
-                                              ("minivit/weights/cifar10-tiny.npz", True)]
+                                              ("minivit/weights/cifar10-tiny.npz", True),
+                                              ("benchmarks/results/gpu.json", True),
+                                              ("benchmarks/gpu.py", False)]
     files = _repo_files()
     names = {f.rsplit("/", 1)[-1] for f in files}
     assert not _exists("REFERENCE.md", files, names)
