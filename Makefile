@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 DATA   ?= ../shared/data
 
-.PHONY: venv demo test cifar10-60min cifar10-30min bench clean
+.PHONY: venv demo test cifar10-60min cifar10-30min bench notebooks clean
 
 # `make test` needs the dev tools and PyTorch (the test oracle); `make demo` only the
 # runtime (NumPy, Numba, Matplotlib, tqdm, Pillow): two stamps, so the demo never pulls
@@ -42,6 +42,10 @@ cifar10-30min: venv
 
 bench: venv
 	$(PY) benchmarks/train_step.py
+
+# Re-execute the course notebooks from their .py sources and save the outputs (.ipynb).
+notebooks: venv
+	$(PY) notebooks/execute.py
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -3,11 +3,16 @@
 No model math lives here: the notebooks call ``minivit`` for that. This module only knows
 where the data is, whether the notebooks run in *fast mode* (``MINIVIT_FAST=1``, used by
 ``tests/test_notebooks.py`` to execute every notebook in seconds on tiny data), and how to
-fall back to synthetic images when CIFAR-10 is not available.
+fall back to synthetic images when CIFAR-10 is not available; and it reads what the
+bundled model's files record (its training settings, the saved results of its run) so
+that the notebooks quote those, never a hand-typed figure.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -66,3 +71,46 @@ def setup():
     np.set_printoptions(precision=6, suppress=True, linewidth=100)
     mode = "FAST mode (MINIVIT_FAST=1): tiny data, few steps" if FAST else "normal mode"
     print(f"minivit notebooks — {mode}")
+
+
+#: The saved results of the run that produced the bundled model (README "Training on
+#: CIFAR-10"): summary.json (command, final accuracy, wall time) and metrics.jsonl.
+BUNDLED_RUN = REPO / "benchmarks" / "results" / "cifar10_60min"
+
+
+def recorded_settings(meta):
+    """The ``TrainSettings`` a checkpoint was trained with, from its ``meta``.
+
+    A training checkpoint stores them (``meta["settings"]``); the bundled model keeps only
+    the command line that trained it (``meta["train_command"]``): there each ``--flag VALUE``
+    that names a ``TrainSettings`` field (dashes for underscores) sets that field,
+    ``--no-flip`` clears ``flip``, and every other field keeps its default. Raises KeyError
+    if ``meta`` records neither.
+    """
+    from minivit.train import TrainSettings
+    if "settings" in meta:
+        return TrainSettings.from_dict(meta["settings"])
+    fields = {f.name: f for f in dataclasses.fields(TrainSettings)}
+    args, values = shlex.split(meta["train_command"]), {}
+    for i, arg in enumerate(args):
+        name = arg[2:].replace("-", "_") if arg.startswith("--") else None
+        if name == "rand_augment":                                  # "--rand-augment N,M"
+            n, m = args[i + 1].split(",")
+            values[name] = (int(n), float(m))
+        elif name in fields and fields[name].type not in (bool, "bool"):
+            default = fields[name].default
+            kind = float if default is None else type(default)     # warmup_epochs: float | None
+            values[name] = kind(args[i + 1])
+        elif name and name.startswith("no_") and name[3:] in fields:
+            values[name[3:]] = False
+    return TrainSettings(**values)
+
+
+def bundled_run_summary():
+    """The saved results of the bundled model's run: summary.json as a dict, plus
+    ``images_per_s``, the mean training throughput over its epochs (metrics.jsonl)."""
+    summary = json.loads((BUNDLED_RUN / "summary.json").read_text())
+    epochs = [json.loads(line) for line in (BUNDLED_RUN / "metrics.jsonl").read_text().splitlines()
+              if line.strip()]
+    summary["images_per_s"] = sum(e["images_per_s"] for e in epochs) / len(epochs)
+    return summary

@@ -93,3 +93,14 @@ def tanh_backward(dy, cache):
     """dy: (...). Returns dx = dy · (1 − tanh²(x)): (...)."""
     y = cache
     return dy * (1.0 - y * y)
+
+
+def relu_forward(x):
+    """x: (...). Returns max(x, 0): (...), cache (the output: y > 0 ⇔ x > 0)."""
+    y = np.maximum(x, 0)
+    return y, y
+
+
+def relu_backward(dy, cache):
+    """dy: (...). Returns dx = dy · [x > 0]: (...) (the subgradient 0 at x = 0, as torch)."""
+    return dy * (cache > 0)
