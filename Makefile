@@ -25,9 +25,10 @@ $(VENV)/.runtime: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The demo run folder is the demo's own: a second `make demo` replaces it (--overwrite).
 demo: $(VENV)/.runtime
 	$(PY) -m minivit.cli attention-example
-	$(PY) -m minivit.cli train --preset cifar10-tiny --epochs 1 --data-dir $(DATA) --backend numba --out runs/demo
+	$(PY) -m minivit.cli train --preset cifar10-tiny --epochs 1 --data-dir $(DATA) --backend numba --out runs/demo --overwrite
 
 # The documented recipe: cifar10-tiny, 28 epochs, about 55 minutes on 2 CPU cores.
 cifar10-60min: venv
