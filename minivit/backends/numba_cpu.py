@@ -53,6 +53,7 @@ from numba import njit, prange
 from .. import ops
 from ..ops.losses import _targets
 from .numpy_ops import NumpyBackend
+from .threads import DGEMM, HAVE_CBLAS, NO_TRANS, ROW_MAJOR, SGEMM, TRANS, blas_single_thread
 
 # reassociation + FMA contraction + reciprocal: safe for our reductions; NaN/inf semantics
 # are kept (no nnan/ninf).
@@ -242,6 +243,52 @@ def _attn_bwd(dout, qkv, A, H, scale, dqkv):
             g = dqkv[b, i]
             for d in range(Dh):
                 g[D + c0 + d] = res[i, d]
+
+
+# ====================================================================== big GEMMs
+@njit(parallel=True, cache=True)
+def _mm(a, b, c, ta, tb, nthreads, mode, bias, u, erf_form, single):
+    # c = op(a) @ op(b) (op = transpose when ta / tb), every BLAS call made by Numba's own
+    # threads: rows of c are split into blocks, one single-threaded cblas gemm per block
+    # (see threads.py for why no second thread pool may run). The epilogue runs on each
+    # block right after its gemm, while it is still in cache: mode 1: c += bias;
+    # mode 2 (fc1): c += bias (kept as the pre-activation) and u = GELU(c).
+    # single: float32 (sgemm, and the fast float32 exp in GELU), else float64 (dgemm).
+    M, N = c.shape
+    K = a.shape[0] if ta else a.shape[1]
+    lda = a.shape[1]
+    ldb = b.shape[1]
+    # blocks: one per thread, or ~64 rows when an epilogue wants its rows still in L2
+    nb = max(1, min(M, nthreads))
+    if mode != 0:
+        nb = max(nb, (M + 63) // 64)
+    ch = (M + nb - 1) // nb
+    nb = (M + ch - 1) // ch
+    af = a.reshape(-1)
+    cf = c.reshape(-1)
+    for t in prange(nb):
+        r0 = t * ch
+        r1 = min(M, r0 + ch)
+        # block of op(a): rows r0.. of a, or columns r0.. of a when transposed
+        pa = af[r0:].ctypes if ta else af[r0 * lda:].ctypes
+        pc = cf[r0 * N:].ctypes
+        if single:
+            SGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS,
+                  r1 - r0, N, K, np.float32(1.0), pa, lda, b.ctypes, ldb, np.float32(0.0),
+                  pc, N)
+        else:
+            DGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS,
+                  r1 - r0, N, K, 1.0, pa, lda, b.ctypes, ldb, 0.0, pc, N)
+        if mode == 1:
+            for r in range(r0, r1):
+                cr = c[r]
+                for j in range(N):
+                    cr[j] += bias[j]
+        elif mode == 2:
+            e = np.empty(N, dtype=c.dtype)
+            ibuf = np.empty(N, dtype=np.int32)
+            for r in range(r0, r1):
+                _gelu_row(c[r], bias, u[r], e, e, e, ibuf, erf_form, single, False)
 
 
 # ====================================================================== reductions
@@ -662,41 +709,70 @@ class NumbaBackend(NumpyBackend):
         return de, dcls, dpos
 
     # ------------------------------------------------------------------ linear layers
+    # Issue the big matmuls from Numba's pool (threads.py); False: NumPy's ``@`` (then
+    # OpenBLAS's own pool alternates with Numba's — the old path, kept for A/B timing and
+    # for BLAS libraries other than OpenBLAS).
+    blas_in_pool = HAVE_CBLAS
+
+    def _matmul(self, a, b, ta=False, tb=False, bias=None, gelu=None):
+        """op(a) @ op(b) (+ bias, then GELU) for 2-D C-contiguous a, b of one float dtype.
+
+        a: (M, K), or (K, M) when ta; b: (K, N), or (N, K) when tb. Returns c: (M, N) and,
+        when gelu is "tanh"/"erf", also u = GELU(c) with c the pre-activation (c + bias).
+        """
+        M = a.shape[1] if ta else a.shape[0]
+        N = b.shape[0] if tb else b.shape[1]
+        dt = a.dtype
+        K = a.shape[0] if ta else a.shape[1]
+        if (self.blas_in_pool and dt == b.dtype and dt in (np.float32, np.float64)
+                and min(M, N, K) > 0):
+            c = np.empty((M, N), dtype=dt)
+            u = np.empty_like(c) if gelu else c
+            mode = 2 if gelu else (1 if bias is not None else 0)
+            bb = bias if bias is not None else np.zeros(N if gelu else 0, dtype=dt)
+            with blas_single_thread():
+                _mm(a, b, c, ta, tb, _nt(), mode, bb, u, gelu == "erf", dt == np.float32)
+            return (c, u) if gelu else c
+        c = (a.T if ta else a) @ (b.T if tb else b)
+        if gelu:
+            u = np.empty_like(c)
+            bb = bias if bias is not None else np.zeros(N, dtype=c.dtype)
+            _bias_gelu_fwd(c, bb, u, gelu == "erf", c.dtype == np.float32, _nt())
+            return c, u
+        if bias is not None:
+            _add_bias(c, bias)
+        return c
+
     def linear_forward(self, x, W, b=None):
         """x: (..., D_in); W: (D_in, D_out); b: (D_out,) or None → y = x W + b: (..., D_out).
 
-        One BLAS gemm on the (rows, D_in) view, then the bias in one parallel pass.
+        One gemm on the (rows, D_in) view with the bias added in its epilogue.
         """
         Din, Dout = W.shape
         x2 = _c(x).reshape(-1, Din)
-        y = x2 @ W
-        if b is not None:
-            _add_bias(y, b)
+        y = self._matmul(x2, _c(W), bias=b)
         return y.reshape(x.shape[:-1] + (Dout,)), (x2, W, b is not None, x.shape)
 
     def linear_backward(self, dy, cache, need_dx=True):
         """dy: (..., D_out) → dx: (..., D_in) or None, dW: (D_in, D_out), db: (D_out,) or None."""
         x2, W, has_b, xshape = cache
         dy2 = _c(dy).reshape(-1, W.shape[1])
-        dW = x2.T @ dy2
+        dW = self._matmul(x2, dy2, ta=True)
         db = _colsum(dy2, _nt()) if has_b else None
-        dx = (dy2 @ W.T).reshape(xshape) if need_dx else None
+        dx = self._matmul(dy2, _c(W), tb=True).reshape(xshape) if need_dx else None
         return dx, dW, db
 
     def linear_gelu_forward(self, x, W, b, approximate="tanh"):
         """fc1 + GELU. x: (..., D); W: (D, M); b: (M,) → u = GELU(x W + b): (..., M), cache.
 
-        BLAS gemm, then bias + GELU fused in one pass; the pre-activation is kept (in the
+        One gemm with bias + GELU in its epilogue; the pre-activation is kept (in the
         gemm's own output buffer) and GELU' is recomputed from it in backward.
         """
         if approximate not in ("tanh", "erf"):
             raise ValueError(f"approximate must be 'tanh' or 'erf', got {approximate!r}")
         D, M = W.shape
         x2 = _c(x).reshape(-1, D)
-        h = x2 @ W
-        u = np.empty_like(h)
-        bb = b if b is not None else np.zeros(M, dtype=h.dtype)
-        _bias_gelu_fwd(h, bb, u, approximate == "erf", h.dtype == np.float32, _nt())
+        h, u = self._matmul(x2, _c(W), bias=b, gelu=approximate)
         return u.reshape(x.shape[:-1] + (M,)), (x2, W, h, approximate, b is not None, x.shape)
 
     def linear_gelu_backward(self, du, cache, need_dx=True):
@@ -706,8 +782,8 @@ class NumbaBackend(NumpyBackend):
         dh = np.empty_like(h)
         db = _gelu_bwd_db(du2, h, dh, form == "erf", h.dtype == np.float32, has_b,
                           _nt())
-        dW = x2.T @ dh
-        dx = (dh @ W.T).reshape(xshape) if need_dx else None
+        dW = self._matmul(x2, dh, ta=True)
+        dx = self._matmul(dh, _c(W), tb=True).reshape(xshape) if need_dx else None
         return dx, dW, (db if has_b else None)
 
     def gelu_forward(self, x, approximate="tanh"):
