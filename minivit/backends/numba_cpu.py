@@ -291,6 +291,95 @@ def _mm(a, b, c, ta, tb, nthreads, mode, bias, u, erf_form, single):
                 _gelu_row(c[r], bias, u[r], e, e, e, ibuf, erf_form, single, False)
 
 
+@njit(cache=True)
+def _blas(single, ta, tb, M, N, K, alpha, pa, lda, pb, ldb, pc, ldc):
+    # One single-threaded cblas gemm, C = alpha·op(A)·op(B), row-major, on raw pointers
+    # (strided sub-matrices of bigger arrays: ld* are their row strides in elements).
+    if single:
+        SGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, M, N, K,
+              np.float32(alpha), pa, lda, pb, ldb, np.float32(0.0), pc, ldc)
+    else:
+        DGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, M, N, K,
+              alpha, pa, lda, pb, ldb, 0.0, pc, ldc)
+
+
+@njit(parallel=True, fastmath=_FM, cache=True)
+def _attn_fwd_blas(qkv, H, scale, out, A, single):
+    # MSA core per (b, h) with the two products as BLAS gemms called from this Numba
+    # thread, read and written in place through strides (q, k, v are column blocks of the
+    # fused qkv rows, the head's output a column block of out — no gathers, no copies):
+    # S = s·q kᵀ into A[b, h], row softmax in place, out_h = A v.
+    B, N, D3 = qkv.shape
+    D = D3 // 3
+    Dh = D // H
+    qf = qkv.reshape(-1)
+    of = out.reshape(-1)
+    Af = A.reshape(-1)
+    for bh in prange(B * H):
+        b = bh // H
+        h = bh - b * H
+        base = b * N * D3 + h * Dh
+        pA = Af[bh * N * N:].ctypes
+        _blas(single, False, True, N, N, Dh, scale, qf[base:].ctypes, D3,
+              qf[base + D:].ctypes, D3, pA, N)
+        ibuf = np.empty(N, dtype=np.int32)
+        S = A[b, h]
+        for i in range(N):
+            s = S[i]
+            m = s[0]
+            for j in range(1, N):
+                m = max(m, s[j])
+            for j in range(N):
+                s[j] -= m
+            _exp_row(s, N, ibuf, single)
+            t = 0.0
+            for j in range(N):
+                t += s[j]
+            r = 1.0 / t
+            for j in range(N):
+                s[j] *= r
+        _blas(single, False, False, N, Dh, N, 1.0, pA, N, qf[base + 2 * D:].ctypes, D3,
+              of[b * N * D + h * Dh:].ctypes, D)
+
+
+@njit(parallel=True, fastmath=_FM, cache=True)
+def _attn_bwd_blas(dout, qkv, A, H, scale, dqkv, single):
+    # Backward of _attn_fwd_blas per (b, h), four gemms in place through strides:
+    # dv = Aᵀ dO, dA = dO vᵀ, dS = A ⊙ (dA − rowsum(dA ⊙ A)) (softmax Jacobian),
+    # dq = s·dS k, dk = s·dSᵀ q; dq, dk, dv land in their columns of dqkv.
+    B, N, D3 = qkv.shape
+    D = D3 // 3
+    Dh = D // H
+    qf = qkv.reshape(-1)
+    gf = dqkv.reshape(-1)
+    df = dout.reshape(-1)
+    Af = A.reshape(-1)
+    for bh in prange(B * H):
+        b = bh // H
+        h = bh - b * H
+        base = b * N * D3 + h * Dh
+        pA = Af[bh * N * N:].ctypes
+        pdO = df[b * N * D + h * Dh:].ctypes
+        dS = np.empty((N, N), dtype=qkv.dtype)
+        _blas(single, True, False, N, Dh, N, 1.0, pA, N, pdO, D,
+              gf[base + 2 * D:].ctypes, D3)                                  # dv
+        _blas(single, False, True, N, N, Dh, 1.0, pdO, D, qf[base + 2 * D:].ctypes, D3,
+              dS.ctypes, N)                                                  # dA
+        Abh = A[b, h]
+        for i in range(N):
+            a = Abh[i]
+            ds = dS[i]
+            t = 0.0
+            for j in range(N):
+                t += ds[j] * a[j]
+            for j in range(N):
+                ds[j] = a[j] * (ds[j] - t)
+        _blas(single, False, False, N, Dh, N, scale, dS.ctypes, N, qf[base + D:].ctypes, D3,
+              gf[base:].ctypes, D3)                                          # dq
+        _blas(single, True, False, N, Dh, N, scale, dS.ctypes, N, qf[base:].ctypes, D3,
+              gf[base + D:].ctypes, D3)                                      # dk
+
+
 # ====================================================================== reductions
 @njit(cache=True)
 def _chunks(R, nthreads):
@@ -713,6 +802,8 @@ class NumbaBackend(NumpyBackend):
     # OpenBLAS's own pool alternates with Numba's — the old path, kept for A/B timing and
     # for BLAS libraries other than OpenBLAS).
     blas_in_pool = HAVE_CBLAS
+    # attention's per-head products as BLAS gemms (True) or the hand-written loops (False)
+    attn_blas = True
 
     def _matmul(self, a, b, ta=False, tb=False, bias=None, gelu=None):
         """op(a) @ op(b) (+ bias, then GELU) for 2-D C-contiguous a, b of one float dtype.
@@ -851,14 +942,22 @@ class NumbaBackend(NumpyBackend):
         scale = 1.0 / math.sqrt(Dh)
         out = np.empty((B, N, D), dtype=qkv.dtype)
         A = np.empty((B, H, N, N), dtype=qkv.dtype)
-        _attn_fwd(qkv, H, scale, out, A, qkv.dtype == np.float32)
+        if self.blas_in_pool and self.attn_blas:
+            with blas_single_thread():
+                _attn_fwd_blas(qkv, H, scale, out, A, qkv.dtype == np.float32)
+        else:
+            _attn_fwd(qkv, H, scale, out, A, qkv.dtype == np.float32)
         return out, {"qkv": qkv, "A": A, "H": H, "scale": scale}
 
     def mhsa_core_backward(self, dout, cache):
         """dout: (B, N, D) → dqkv: (B, N, 3D) in the fused [q | k | v] layout."""
         qkv, A, H, scale = cache["qkv"], cache["A"], cache["H"], cache["scale"]
         dqkv = np.empty_like(qkv)
-        _attn_bwd(_c(dout), qkv, A, H, scale, dqkv)
+        if self.blas_in_pool and self.attn_blas:
+            with blas_single_thread():
+                _attn_bwd_blas(_c(dout), qkv, A, H, scale, dqkv, qkv.dtype == np.float32)
+        else:
+            _attn_bwd(_c(dout), qkv, A, H, scale, dqkv)
         return dqkv
 
     # ------------------------------------------------------------------ loss
