@@ -270,6 +270,7 @@ def main(argv=None):
     models = [m for m in a.models.split(",") if m]
     runs = {m: {f: [] for f in fws} for m in models}
     peaks = []
+    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
     for rnd in range(a.rounds):
         peaks.append(spawn({"kind": "matmul", "threads": a.threads, "rows": 65 * a.batch}))
         for model in models:
@@ -290,7 +291,10 @@ def main(argv=None):
            "machine": platform.processor() or platform.machine(), "python": sys.version.split()[0],
            "how": "fresh subprocess per (round, framework), numpy imported first, thread env "
                   "vars removed; median over rounds of per-round medians",
-           "env_removed": list(THREAD_ENV), "quick": a.quick, "models": {}}
+           "env_removed": list(THREAD_ENV), "quick": a.quick,
+           # 1-minute load averages at start and end: a busy machine shows up here
+           "load_average": [load0, os.getloadavg() if hasattr(os, "getloadavg") else None],
+           "models": {}}
     try:
         import torch
         res["torch_version"] = torch.__version__

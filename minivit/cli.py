@@ -43,6 +43,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     parser = _Parser(prog="minivit", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for Numba and BLAS (default: all cores)")
     parser.commands = {}                    # name -> subparser (for its error messages)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module, help_ in COMMANDS:
@@ -73,6 +75,9 @@ def main(argv=None) -> int:
         return 2
     prefix = f"minivit {args.command}"
     try:
+        if args.threads is not None:
+            from .backends.threads import set_threads
+            set_threads(args.threads)
         return int(args._run(args) or 0)
     except BrokenPipeError:
         # the reader of stdout went away (| head): not an error of ours; silence the

@@ -247,7 +247,7 @@ def _attn_bwd(dout, qkv, A, H, scale, dqkv):
 
 # ====================================================================== big GEMMs
 @njit(parallel=True, cache=True)
-def _mm(a, b, c, ta, tb, nthreads, mode, bias, u, erf_form, single):
+def _mm(a, b, c, ta, tb, nthreads, mode, bias, u, erf_form, single, epi_rows):
     # c = op(a) @ op(b) (op = transpose when ta / tb), every BLAS call made by Numba's own
     # threads: rows of c are split into blocks, one single-threaded cblas gemm per block
     # (see threads.py for why no second thread pool may run). The epilogue runs on each
@@ -258,10 +258,11 @@ def _mm(a, b, c, ta, tb, nthreads, mode, bias, u, erf_form, single):
     K = a.shape[0] if ta else a.shape[1]
     lda = a.shape[1]
     ldb = b.shape[1]
-    # blocks: one per thread, or ~64 rows when an epilogue wants its rows still in L2
+    # blocks: one per thread, or ~epi_rows rows when an epilogue wants its rows still in
+    # cache (each gemm call re-packs op(b), so blocks must not be too small either)
     nb = max(1, min(M, nthreads))
-    if mode != 0:
-        nb = max(nb, (M + 63) // 64)
+    if mode != 0 and epi_rows > 0:
+        nb = max(nb, (M + epi_rows - 1) // epi_rows)
     ch = (M + nb - 1) // nb
     nb = (M + ch - 1) // ch
     af = a.reshape(-1)
@@ -802,6 +803,8 @@ class NumbaBackend(NumpyBackend):
     # OpenBLAS's own pool alternates with Numba's — the old path, kept for A/B timing and
     # for BLAS libraries other than OpenBLAS).
     blas_in_pool = HAVE_CBLAS
+    # rows per gemm call when a bias/GELU epilogue follows (0: one block per thread)
+    epi_rows = 1024
     # attention's per-head products as BLAS gemms (True) or the hand-written loops (False)
     attn_blas = True
 
@@ -822,7 +825,8 @@ class NumbaBackend(NumpyBackend):
             mode = 2 if gelu else (1 if bias is not None else 0)
             bb = bias if bias is not None else np.zeros(N if gelu else 0, dtype=dt)
             with blas_single_thread():
-                _mm(a, b, c, ta, tb, _nt(), mode, bb, u, gelu == "erf", dt == np.float32)
+                _mm(a, b, c, ta, tb, _nt(), mode, bb, u, gelu == "erf", dt == np.float32,
+                    self.epi_rows)
             return (c, u) if gelu else c
         c = (a.T if ta else a) @ (b.T if tb else b)
         if gelu:
