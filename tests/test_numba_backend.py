@@ -360,3 +360,21 @@ def test_model_gradients_on_numba_match_finite_differences():
         err = check_gradient(f, p, m.grads[n], num_checks=8, seed=1)
         assert err < 1e-6, (n, err)
     assert check_gradient(f, x, dx, num_checks=12) < 1e-6
+
+
+def test_cli_threads_option(capsys):
+    """``minivit --threads N`` sets the thread count before the command runs; a bad count
+    is one line on stderr and exit status 2."""
+    from minivit import cli
+    old = threads.get_threads()
+    try:
+        assert cli.main(["--threads", "1", "attention-example"]) == 0
+        assert threads.get_threads()["numba"] == 1
+        capsys.readouterr()
+        assert cli.main(["--threads", "0", "attention-example"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "threads must be a positive integer" in err[0]
+    finally:
+        threads.set_threads(old["numba"])
+        if old["blas"] is not None:
+            threads._set_blas(old["blas"])

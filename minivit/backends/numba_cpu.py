@@ -8,12 +8,16 @@ specification; ``tests/test_numba_backend.py`` compares every op against them.
 What is fused, and why (the big matmuls are memory-bound-free already; everything between
 them is memory traffic):
 
-* attention: per (batch, head), the head is gathered straight out of the fused qkv
-  (no split/merge transposes), scores, softmax and A·v are computed in cache-resident
-  scratch with 4-row register-blocked loops, and the head's output is written into its
-  columns of (B, N, D). Backward does the same in one pass and writes dqkv in place.
+* attention: per (batch, head), S = s·q kᵀ and A·v are two BLAS gemms that read q, k, v
+  straight out of the fused qkv through strides (no split/merge transposes, no copies) and
+  write S into the kept attention matrix and the head's output into its columns of
+  (B, N, D); the row softmax runs in place in between. Backward: four strided gemms
+  (dv, dA, dq, dk) and the softmax Jacobian, dq/dk/dv written into dqkv in place.
+  (Hand-written 4-row register-blocked loops remain as the path when NumPy's BLAS is not
+  OpenBLAS; ``benchmarks/ab_kernels.py --which attn`` compares the two.)
 * LayerNorm forward/backward: one pass per row; dγ, dβ reduced in per-thread partials.
-* fc1 bias + GELU (tanh or erf) in the matmul epilogue; backward fuses GELU' with db.
+* fc1 bias + GELU (tanh or erf) in the gemm's epilogue, per block of rows right after its
+  gemm; every linear layer's bias likewise; backward fuses GELU' with db.
 * softmax + cross-entropy, AdamW / SGD updates in place, patch extraction and its adjoint.
 
 Floating point: ``fastmath`` is restricted to the *safe* flags (``reassoc``, ``contract``,
@@ -22,29 +26,23 @@ and inf propagate exactly as in NumPy and ``all_finite`` stays truthful. In floa
 exp of softmax and of GELU (tanh form, computed as x·σ(2u)) is a vectorisable Cephes-style
 polynomial accurate to ~1 ulp (libm calls do not vectorise without SVML); float64 uses libm.
 
-Matmuls: large products (x·W, dW, dx of every linear layer) are NumPy ``@`` on 2-D views,
-i.e. one OpenBLAS sgemm each (``benchmarks/matmul_choice.py`` has the evidence); the small
-per-head products inside attention are hand-written loops in the prange body.
-
-Threading policy: Numba ``prange`` regions and BLAS calls run one after the other from the
-main thread and are never nested — no kernel calls BLAS inside a ``prange`` body, so
-there is no oversubscription. Numba uses ``NUMBA_NUM_THREADS`` (or
-``numba.set_num_threads``); BLAS uses its own setting (``OPENBLAS_NUM_THREADS`` /
-``OMP_NUM_THREADS``). Set both to the number of physical cores.
-
-The two pools take turns dozens of times per step, so neither may busy-wait for the
-other's cores: importing this module sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user set
-it (it only affects OpenMP runtimes that start after the import — Numba's pool starts at
-the first parallel kernel or ``numba.get_num_threads()``, so import this module first), and OpenBLAS's idle workers should sleep quickly too:
-``OPENBLAS_THREAD_TIMEOUT=4`` in the environment before NumPy is imported (the benchmarks
-do this). On 2 cores, without both the step was ~30–40 % slower (see the issue note).
+Matmuls and threads: one thread pool only — Numba's. Every gemm (x·W, dW = xᵀ·dy,
+dx = dy·Wᵀ, and attention's per-head products) is a call to NumPy's own OpenBLAS
+``cblas_?gemm`` made from inside a Numba ``prange`` region, one block of rows per call,
+with OpenBLAS set to one thread for the duration (``threads.blas_single_thread``). When
+OpenBLAS's pool and Numba's took turns instead, OpenBLAS's idle workers busy-waited on the
+cores Numba's threads needed unless ``OPENBLAS_THREAD_TIMEOUT`` had been set before NumPy
+was imported — so the speed depended on import order; now it does not
+(``benchmarks/ab_kernels.py --which pool``). Thread count: ``threads.set_threads(n)`` (Numba and
+BLAS together; the CLI's ``--threads``). Without OpenBLAS (MKL, Accelerate) the gemms fall
+back to NumPy ``@`` (``NumbaBackend.blas_in_pool = False``).
 """
 from __future__ import annotations
 
 import math
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before Numba's OpenMP pool starts
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # only matters on the NumPy-@ fallback path
 
 import numba
 import numpy as np
