@@ -134,6 +134,40 @@ def _gemm(a, b, c):
 
 
 # ====================================================================== attention
+@njit(fastmath=_FM, cache=True)
+def _softmax_rows(S, ibuf, fast):
+    # Row softmax of the scores S: (N, N) in place (max-subtracted, Eq. 5 of Vaswani et al.).
+    N = S.shape[1]
+    for i in range(S.shape[0]):
+        s = S[i]
+        m = s[0]
+        for j in range(1, N):
+            m = max(m, s[j])
+        for j in range(N):
+            s[j] -= m
+        _exp_row(s, N, ibuf, fast)
+        t = 0.0
+        for j in range(N):
+            t += s[j]
+        r = 1.0 / t
+        for j in range(N):
+            s[j] *= r
+
+
+@njit(fastmath=_FM, cache=True)
+def _softmax_bwd_rows(A, dS):
+    # Softmax Jacobian per row, in place: dS ← A ⊙ (dA − rowsum(dA ⊙ A)), dS holding dA.
+    N = A.shape[1]
+    for i in range(A.shape[0]):
+        a = A[i]
+        ds = dS[i]
+        t = 0.0
+        for j in range(N):
+            t += ds[j] * a[j]
+        for j in range(N):
+            ds[j] = a[j] * (ds[j] - t)
+
+
 @njit(parallel=True, fastmath=_FM, cache=True)
 def _attn_fwd(qkv, H, scale, out, A, fast):
     # Fused MSA core per (b, h): gather q·s, kᵀ, v from the fused qkv (no head transposes),
@@ -158,20 +192,7 @@ def _attn_fwd(qkv, H, scale, out, A, fast):
                 v[i, d] = row[2 * D + c0 + d]
         S = A[b, h]
         _gemm(q, kT, S)
-        for i in range(N):
-            s = S[i]
-            m = s[0]
-            for j in range(1, N):
-                m = max(m, s[j])
-            for j in range(N):
-                s[j] -= m
-            _exp_row(s, N, ibuf, fast)
-            t = 0.0
-            for j in range(N):
-                t += s[j]
-            r = 1.0 / t
-            for j in range(N):
-                s[j] *= r
+        _softmax_rows(S, ibuf, fast)
         _gemm(S, v, o)
         for i in range(N):
             orow = out[b, i]
@@ -218,14 +239,7 @@ def _attn_bwd(dout, qkv, A, H, scale, dqkv):
                 g[2 * D + c0 + d] = res[i, d]
         # dA = dO vᵀ, then dS = A ⊙ (dA − rowsum(dA ⊙ A))  (softmax Jacobian)
         _gemm(dO, vT, dS)
-        for i in range(N):
-            a = Abh[i]
-            ds = dS[i]
-            t = 0.0
-            for j in range(N):
-                t += ds[j] * a[j]
-            for j in range(N):
-                ds[j] = a[j] * (ds[j] - t)
+        _softmax_bwd_rows(Abh, dS)
         # dq = s·dS k  (s folded into k)
         _gemm(dS, k, res)
         for i in range(N):
@@ -322,21 +336,7 @@ def _attn_fwd_blas(qkv, H, scale, out, A, single):
         _blas(single, False, True, N, N, Dh, scale, qf[base:].ctypes, D3,
               qf[base + D:].ctypes, D3, pA, N)
         ibuf = np.empty(N, dtype=np.int32)
-        S = A[b, h]
-        for i in range(N):
-            s = S[i]
-            m = s[0]
-            for j in range(1, N):
-                m = max(m, s[j])
-            for j in range(N):
-                s[j] -= m
-            _exp_row(s, N, ibuf, single)
-            t = 0.0
-            for j in range(N):
-                t += s[j]
-            r = 1.0 / t
-            for j in range(N):
-                s[j] *= r
+        _softmax_rows(A[b, h], ibuf, single)
         _blas(single, False, False, N, Dh, N, 1.0, pA, N, qf[base + 2 * D:].ctypes, D3,
               of[b * N * D + h * Dh:].ctypes, D)
 
@@ -364,15 +364,7 @@ def _attn_bwd_blas(dout, qkv, A, H, scale, dqkv, single):
               gf[base + 2 * D:].ctypes, D3)                                  # dv
         _blas(single, False, True, N, N, Dh, 1.0, pdO, D, qf[base + 2 * D:].ctypes, D3,
               dS.ctypes, N)                                                  # dA
-        Abh = A[b, h]
-        for i in range(N):
-            a = Abh[i]
-            ds = dS[i]
-            t = 0.0
-            for j in range(N):
-                t += ds[j] * a[j]
-            for j in range(N):
-                ds[j] = a[j] * (ds[j] - t)
+        _softmax_bwd_rows(A[b, h], dS)
         _blas(single, False, False, N, Dh, N, scale, dS.ctypes, N, qf[base + D:].ctypes, D3,
               gf[base:].ctypes, D3)                                          # dq
         _blas(single, True, False, N, Dh, N, scale, dS.ctypes, N, qf[base:].ctypes, D3,
