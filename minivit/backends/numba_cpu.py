@@ -258,6 +258,18 @@ def _attn_bwd(dout, qkv, A, H, scale, dqkv):
 
 
 # ====================================================================== big GEMMs
+@njit(cache=True)
+def _blas(single, ta, tb, M, N, K, alpha, pa, lda, pb, ldb, pc, ldc):
+    # One single-threaded cblas gemm, C = alpha·op(A)·op(B), row-major, on raw pointers
+    # (strided sub-matrices of bigger arrays: ld* are their row strides in elements).
+    if single:
+        SGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, M, N, K,
+              np.float32(alpha), pa, lda, pb, ldb, np.float32(0.0), pc, ldc)
+    else:
+        DGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, M, N, K,
+              alpha, pa, lda, pb, ldb, 0.0, pc, ldc)
+
+
 @njit(parallel=True, cache=True)
 def _mm(a, b, c, ta, tb, nthreads, mode, bias, u, erf_form, single, epi_rows):
     # c = op(a) @ op(b) (op = transpose when ta / tb), every BLAS call made by Numba's own
@@ -285,13 +297,7 @@ def _mm(a, b, c, ta, tb, nthreads, mode, bias, u, erf_form, single, epi_rows):
         # block of op(a): rows r0.. of a, or columns r0.. of a when transposed
         pa = af[r0:].ctypes if ta else af[r0 * lda:].ctypes
         pc = cf[r0 * N:].ctypes
-        if single:
-            SGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS,
-                  r1 - r0, N, K, np.float32(1.0), pa, lda, b.ctypes, ldb, np.float32(0.0),
-                  pc, N)
-        else:
-            DGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS,
-                  r1 - r0, N, K, 1.0, pa, lda, b.ctypes, ldb, 0.0, pc, N)
+        _blas(single, ta, tb, r1 - r0, N, K, 1.0, pa, lda, b.ctypes, ldb, pc, N)
         if mode == 1:
             for r in range(r0, r1):
                 cr = c[r]
@@ -302,18 +308,6 @@ def _mm(a, b, c, ta, tb, nthreads, mode, bias, u, erf_form, single, epi_rows):
             ibuf = np.empty(N, dtype=np.int32)
             for r in range(r0, r1):
                 _gelu_row(c[r], bias, u[r], e, e, e, ibuf, erf_form, single, False)
-
-
-@njit(cache=True)
-def _blas(single, ta, tb, M, N, K, alpha, pa, lda, pb, ldb, pc, ldc):
-    # One single-threaded cblas gemm, C = alpha·op(A)·op(B), row-major, on raw pointers
-    # (strided sub-matrices of bigger arrays: ld* are their row strides in elements).
-    if single:
-        SGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, M, N, K,
-              np.float32(alpha), pa, lda, pb, ldb, np.float32(0.0), pc, ldc)
-    else:
-        DGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, M, N, K,
-              alpha, pa, lda, pb, ldb, 0.0, pc, ldc)
 
 
 @njit(parallel=True, fastmath=_FM, cache=True)
