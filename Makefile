@@ -27,6 +27,8 @@ cifar10-60min: venv
 
 bench: venv
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/profile_step.py
+	$(PY) benchmarks/readme_tables.py
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -9,12 +9,16 @@ layer's backward is dW and dx, twice its forward; attention's forward is q kᵀ 
 its backward dv, dA, dq, dk). Linear layers are reported per weight shape (D_in×D_out), so
 qkv, proj, fc1, fc2, the patch embedding and the head are separate rows.
 
-The script runs as a user's script does: ``import numpy`` first, no environment variables
-set. It uses only the public backend API, so it can profile an older checkout too (copy it
-there and point ``--out`` back here) — that is how ``profile_step_before.json`` was made:
+"Before and after" are measured in the same process: ``numba-old`` is the numba backend
+with ``blas_in_pool`` and ``attn_blas`` off — main's path before issue 14 (NumPy ``@`` on
+OpenBLAS's own pool between the Numba kernels, hand-written attention loops) — and its
+steps alternate with ``numba``'s, each figure a median over steps, so a shared machine's
+load hits both alike. The script runs as a user's script does: ``import numpy`` first, no
+environment variables set. It uses only the public backend API, so it can also profile an
+older checkout (copy it there, ``--out`` back here).
 
     python benchmarks/profile_step.py [--models cifar10-tiny,cifar10-small] [--batch 128]
-        [--steps 5] [--backends numba] [--threads 2] [--label after] [--out FILE]
+        [--steps 5] [--backends numba] [--threads 2] [--no-old] [--out FILE]
 
 Writes benchmarks/results/profile_step.json (one entry per model and backend).
 """
@@ -92,34 +96,62 @@ def timed_backend(be):
     return be
 
 
-def profile(backend, cfg, batch, steps, warmup=2):
-    """Per-op seconds, calls and FLOPs per training step of ``cfg`` on ``backend``."""
-    be = timed_backend(type(get_backend(backend))())     # a fresh instance per profile
+OLD_PATH = {"blas_in_pool": False, "attn_blas": False}   # main's path before issue 14
+
+
+def _setup(backend, cfg, batch, flags):
+    """A model on a fresh timed instance of ``backend`` (attributes ``flags`` set on it),
+    a batch, and AdamW state."""
+    be = type(get_backend(backend))()
+    for k, v in flags.items():
+        setattr(be, k, v)
+    be = timed_backend(be)
     model = ViT(cfg, dtype="float32", backend=be)
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, cfg.image_size, cfg.image_size, cfg.channels)).astype(np.float32)
     labels = rng.integers(0, cfg.num_classes, size=batch)
     state = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in model.params.items()}
-    step_times = []
+    return be, model, images, labels, state
+
+
+def profile(variants, cfg, batch, steps, warmup=2):
+    """Per-op ms, calls and GFLOP/s per training step of ``cfg``, for each variant
+    ``name -> (backend, flags)``; the variants' steps alternate (one step each in turn),
+    and every figure is a median over the steps, so load changes hit all variants alike."""
+    setups = {n: _setup(b, cfg, batch, f) for n, (b, f) in variants.items()}
+    per_step = {n: [] for n in variants}
     for s in range(warmup + steps):
-        if s == warmup:
+        for n, (be, model, images, labels, state) in setups.items():
             be.prof.clear()
-        t0 = time.perf_counter()
-        model.loss_and_grads(images, labels)
-        for k, p in model.params.items():
-            be.adamw_update(p, model.grads[k], *state[k], 1e-3, 0.9, 0.999, 1e-8, 0.05, s + 1)
-        step_times.append(time.perf_counter() - t0)
-    step_times = step_times[warmup:]
-    ops = {}
-    for label, (t, n, fl) in be.prof.items():
-        ops[label] = {"ms": 1e3 * t / steps, "calls": n // steps,
-                      "gflops": (fl / t / 1e9) if fl else None,
-                      "phase": "optimizer" if label in OPTIM else
-                               "backward" if ("backward" in label) else "forward"}
-    step = float(np.median(step_times))
-    return {"step_ms": 1e3 * step, "step_ms_all": [1e3 * t for t in step_times],
-            "other_ms": 1e3 * (sum(step_times) / steps) - sum(o["ms"] for o in ops.values()),
-            "ops": ops}
+            t0 = time.perf_counter()
+            model.loss_and_grads(images, labels)
+            for k, p in model.params.items():
+                be.adamw_update(p, model.grads[k], *state[k], 1e-3, 0.9, 0.999, 1e-8, 0.05, s + 1)
+            dt = time.perf_counter() - t0
+            if s >= warmup:
+                per_step[n].append((dt, {k: tuple(v) for k, v in be.prof.items()}))
+    out = {}
+    for n, recs in per_step.items():
+        ops = {}
+        for label in recs[0][1]:
+            ts = [r[1][label][0] for r in recs]
+            t = float(np.median(ts))
+            n_calls, fl = recs[0][1][label][1], recs[0][1][label][2]
+            ops[label] = {"ms": 1e3 * t, "calls": n_calls,
+                          "gflops": (fl / t / 1e9) if fl else None,
+                          "phase": "optimizer" if label in OPTIM else
+                                   "backward" if ("backward" in label) else "forward"}
+        steps_s = [r[0] for r in recs]
+        step = float(np.median(steps_s))
+        out[n] = {"step_ms": 1e3 * step, "step_ms_all": [1e3 * t for t in steps_s],
+                  "other_ms": 1e3 * step - sum(o["ms"] for o in ops.values()),
+                  "flags": variants[n][1], "ops": ops}
+    return out
+
+
+def _has_old_path():
+    be = get_backend("numba")
+    return all(hasattr(be, k) for k in OLD_PATH)
 
 
 def print_table(model, backend, r):
@@ -140,7 +172,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2,
                     help="threads for Numba and BLAS (minivit.set_threads when available)")
-    ap.add_argument("--label", default="after", help="recorded in the JSON (before/after)")
+    ap.add_argument("--no-old", action="store_true",
+                    help="numba only, without the old path (numba-old) alternated with it")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "profile_step.json"))
     a = ap.parse_args(argv)
     try:
@@ -154,15 +187,17 @@ def main(argv=None):
                                 capture_output=True).stdout.strip() or None
     except OSError:
         commit = None
-    res = {"label": a.label, "commit": commit, "batch": a.batch, "steps": a.steps,
-           "threads": a.threads, "models": {}}
+    res = {"commit": commit, "batch": a.batch, "steps": a.steps,
+           "threads": a.threads, "models": {},
+           "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     for model in [m for m in a.models.split(",") if m]:
         cfg = ViTConfig.preset(model)
-        res["models"][model] = {}
-        for backend in [b for b in a.backends.split(",") if b]:
-            r = profile(backend, cfg, a.batch, a.steps)
-            res["models"][model][backend] = r
-            print_table(model, backend, r)
+        variants = {b: (b, {}) for b in a.backends.split(",") if b}
+        if "numba" in variants and not a.no_old and _has_old_path():
+            variants["numba-old"] = ("numba", OLD_PATH)
+        res["models"][model] = profile(variants, cfg, a.batch, a.steps)
+        for name, r in res["models"][model].items():
+            print_table(model, name, r)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1)

@@ -24,13 +24,13 @@ NAMES = {"numba": "**minivit numba**", "torch": "PyTorch eager", "torch-compile"
          "numpy": "minivit numpy"}
 
 
-def _load(name):
+def _load(name, key="models"):
     path = os.path.join(RESULTS, name)
     if not os.path.isfile(path):
         return None
     with open(path) as f:
         d = json.load(f)
-    return d if isinstance(d, dict) and "models" in d else None     # an older format
+    return d if isinstance(d, dict) and key in d else None     # None: an older format
 
 
 def _model_label(m, cfg):
@@ -84,13 +84,15 @@ def profile_table(before, after):
     out = []
     for m, ra in after["models"].items():
         a = ra.get("numba")
-        b = (before or {}).get("models", {}).get(m, {}).get("numba")
+        b = ra.get("numba-old") or (before or {}).get("models", {}).get(m, {}).get("numba")
+        if ra.get("numba-old"):
+            before = after
         if not a:
             continue
         hdr = f"**{m}**, batch {after['batch']}, {after['threads']} threads — ms per training step"
         if b:
-            hdr += (f": {b['step_ms']:.0f} ms before ({before.get('commit') or 'old'}) → "
-                    f"{a['step_ms']:.0f} ms after ({after.get('commit') or 'new'})")
+            hdr += (f": {b['step_ms']:.0f} ms before → {a['step_ms']:.0f} ms after "
+                    f"({after.get('commit') or 'this tree'}{_load_note(after)})")
         out += [hdr, "", "| op (phase) | calls | ms before | ms after | GFLOP/s before | "
                 "GFLOP/s after |", "|---|---|---|---|---|---|"]
         labels = sorted(set(a["ops"]) | set(b["ops"] if b else ()),
@@ -111,8 +113,43 @@ def profile_table(before, after):
     return "\n".join(out) + "\n"
 
 
+def _load_note(d):
+    la = d.get("load_average")
+    return f", load average {la[0]:.1f}" if la else ""
+
+
+def ab_table(ab):
+    """Markdown: the in-process A/B speed-ups of ab_kernels.json."""
+    if not ab:
+        return "*No A/B results: run `python benchmarks/ab_kernels.py`, then this script.*\n"
+    la = ab.get("load_average")
+    lines = [f"In-process A/B (`benchmarks/ab_kernels.py`, {ab['reps']} alternations, batch "
+             f"{ab['batch']}, {ab['threads']} threads"
+             + (f", load average {la[0]:.1f}" if la else "") + "), old path time / new path "
+             "time (medians):", "",
+             "| change | cifar10-tiny | cifar10-small |", "|---|---|---|"]
+    if "pool" in ab:
+        lines.append("| training step (fwd+bwd): gemms from Numba's pool vs NumPy `@` on "
+                     "OpenBLAS's pool | " + " | ".join(
+                         f"{ab['pool'][m]['speedup']:.2f}×" for m in ("cifar10-tiny", "cifar10-small")) + " |")
+    if "attn" in ab:
+        for k in ("forward", "backward"):
+            lines.append(f"| attention {k}: strided BLAS gemms vs hand-written loops | " +
+                         " | ".join(f"{ab['attn'][m][k]['speedup']:.2f}×"
+                                    for m in ("cifar10-tiny", "cifar10-small")) + " |")
+    if "epi" in ab:
+        lines += ["", "Rows per gemm call before a bias/GELU epilogue (`epi_rows`; "
+                  "0 = one block per thread), median ms:", "",
+                  "| layer | " + " | ".join(next(iter(ab["epi"].values())).keys()) + " |",
+                  "|---|" + "---|" * len(next(iter(ab["epi"].values())))]
+        for name, r in ab["epi"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{v['median_ms']:.1f}" for v in r.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def render():
     ts = _load("train_step.json")
+    ab = _load("ab_kernels.json", key="reps")
     before, after = _load("profile_step_before.json"), _load("profile_step.json")
     return "\n".join([
         BEGIN,
@@ -121,11 +158,13 @@ def render():
         "",
         train_table(ts),
         "Per-op profile of one training step of the numba backend "
-        "(`benchmarks/profile_step.py`; before = the backend with NumPy `@` on OpenBLAS's own "
-        "thread pool and hand-written attention loops, after = every gemm issued from "
-        "Numba's pool):",
+        "(`benchmarks/profile_step.py`, medians over steps; before = main's path before "
+        "issue 14: NumPy `@` on OpenBLAS's own thread pool and hand-written attention "
+        "loops; after = every gemm issued from Numba's pool; the two alternate step by step "
+        "in one process):",
         "",
         profile_table(before, after),
+        ab_table(ab),
         END])
 
 

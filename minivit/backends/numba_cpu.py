@@ -798,6 +798,7 @@ class NumbaBackend(NumpyBackend):
         a: (M, K), or (K, M) when ta; b: (K, N), or (N, K) when tb. Returns c: (M, N) and,
         when gelu is "tanh"/"erf", also u = GELU(c) with c the pre-activation (c + bias).
         """
+        a, b = _c(a), _c(b)              # the gemm calls address rows by pointer arithmetic
         M = a.shape[1] if ta else a.shape[0]
         N = b.shape[0] if tb else b.shape[1]
         dt = a.dtype
