@@ -100,7 +100,10 @@ def _minivit_runner(cfg, backend, threads):
 
     def infer(x):
         out = m.forward(x)
-        m._cache = {}
+        if hasattr(m, "clear_cache"):
+            m.clear_cache()
+        else:                                # older minivit
+            m._cache = {}
         return out
     return train, infer
 

@@ -43,8 +43,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     parser = _Parser(prog="minivit", description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads for Numba and BLAS (default: all cores)")
     parser.commands = {}                    # name -> subparser (for its error messages)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module, help_ in COMMANDS:
@@ -58,6 +56,8 @@ def build_parser():
         mod.configure_parser(p)
         p.set_defaults(_run=mod.cli_run)
         parser.commands[name] = p
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for Numba and BLAS (default: all cores)")
     return parser
 
 
