@@ -56,6 +56,7 @@ from .threads import DGEMM, HAVE_CBLAS, NO_TRANS, ROW_MAJOR, SGEMM, TRANS, blas_
 # reassociation + FMA contraction + reciprocal: safe for our reductions; NaN/inf semantics
 # are kept (no nnan/ninf).
 _FM = {"reassoc", "contract", "arcp"}
+_F32 = np.float32          # float32 constants inside kernels (no promotion to float64)
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -66,21 +67,23 @@ _GC = 0.044715
 # ====================================================================== scalar helpers
 @njit(fastmath=_FM, cache=True)
 def _exp_row(s, n, ibuf, fast):
-    # s[:n] ← exp(s[:n]) for s ≤ 0 (softmax after max-subtraction). fast: Cephes expf
-    # (range reduction x = k·ln2 + r, degree-6 polynomial, 2^k built from its bits) —
-    # vectorises, unlike a libm call; ~1 ulp in float32. ibuf: int32 scratch (≥ n).
+    # s[:n] ← exp(s[:n]) for s ≤ 0 (softmax after max-subtraction). fast (float32 s only):
+    # Cephes expf (range reduction x = k·ln2 + r, degree-6 polynomial, 2^k built from its
+    # bits) — vectorises, unlike a libm call; ~1 ulp. Every constant is a float32 (_F32):
+    # a bare Python float would promote the whole polynomial to float64 and halve the
+    # vector width (measured 8.5× slower on (8320, 65) rows). ibuf: int32 scratch (≥ n).
     if fast:
         for j in range(n):
-            x = max(s[j], -87.0)
-            k = math.floor(x * 1.44269504088896341 + 0.5)
-            r = x - k * 0.693359375 + k * 2.12194440e-4
-            p = 1.9875691500e-4
-            p = p * r + 1.3981999507e-3
-            p = p * r + 8.3334519073e-3
-            p = p * r + 4.1665795894e-2
-            p = p * r + 1.6666665459e-1
-            p = p * r + 5.0000001201e-1
-            s[j] = p * r * r + r + 1.0
+            x = max(s[j], _F32(-87.0))
+            k = np.floor(x * _F32(1.44269504088896341) + _F32(0.5))
+            r = x - k * _F32(0.693359375) + k * _F32(2.12194440e-4)
+            p = _F32(1.9875691500e-4)
+            p = p * r + _F32(1.3981999507e-3)
+            p = p * r + _F32(8.3334519073e-3)
+            p = p * r + _F32(4.1665795894e-2)
+            p = p * r + _F32(1.6666665459e-1)
+            p = p * r + _F32(5.0000001201e-1)
+            s[j] = p * r * r + r + _F32(1.0)
             ibuf[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
         f = ibuf.view(np.float32)
         for j in range(n):
