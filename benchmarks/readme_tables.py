@@ -137,6 +137,10 @@ def ab_table(ab):
             lines.append(f"| attention {k}: strided BLAS gemms vs hand-written loops | " +
                          " | ".join(f"{ab['attn'][m][k]['speedup']:.2f}×"
                                     for m in ("cifar10-tiny", "cifar10-small")) + " |")
+    if "exp" in ab:
+        lines.append(f"| float32 exp of softmax/GELU: float32 constants vs float64-promoted "
+                     f"polynomial ((8320, 65) rows; max rel. error {ab['exp']['max_rel_err_new']:.1e}"
+                     f" vs {ab['exp']['max_rel_err_old']:.1e}) | {ab['exp']['speedup']:.2f}× | |")
     if "epi" in ab:
         lines += ["", "Rows per gemm call before a bias/GELU epilogue (`epi_rows`; "
                   "0 = one block per thread), median ms:", "",
