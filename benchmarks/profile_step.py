@@ -11,7 +11,8 @@ qkv, proj, fc1, fc2, the patch embedding and the head are separate rows.
 
 "Before and after" are measured in the same process: ``numba-old`` is the numba backend
 with ``blas_in_pool`` and ``attn_blas`` off — main's path before issue 14 (NumPy ``@`` on
-OpenBLAS's own pool between the Numba kernels, hand-written attention loops) — and its
+OpenBLAS's own pool between the Numba kernels, hand-written attention loops; the other
+kernels, e.g. the float32 exp, are today's in both) — and its
 steps alternate with ``numba``'s, each figure a median over steps, so a shared machine's
 load hits both alike. The script runs as a user's script does: ``import numpy`` first, no
 environment variables set. It uses only the public backend API, so it can also profile an

@@ -165,7 +165,7 @@ def render():
         "(`benchmarks/profile_step.py`, medians over steps; before = main's path before "
         "issue 14: NumPy `@` on OpenBLAS's own thread pool and hand-written attention "
         "loops; after = every gemm issued from Numba's pool; the two alternate step by step "
-        "in one process):",
+        "in one process; the float32-exp fix is shared by both, see the A/B table for it):",
         "",
         profile_table(before, after),
         ab_table(ab),
