@@ -184,7 +184,8 @@ def ab_exp(be, reps, batch):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--which", default="pool,attn,epi")
+    ap.add_argument("--which", default="pool,attn,exp,epi",
+                    help="comparisons to run; others already in --out are kept")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
@@ -192,8 +193,12 @@ def main(argv=None):
     a = ap.parse_args(argv)
     set_threads(a.threads)
     be = get_backend("numba")
-    res = {"reps": a.reps, "batch": a.batch, "threads": a.threads,
-           "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    res = {}
+    if os.path.isfile(a.out):                 # keep the comparisons not rerun this time
+        with open(a.out) as f:
+            res = json.load(f)
+    res.update({"reps": a.reps, "batch": a.batch, "threads": a.threads,
+                "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None})
     for w in [w for w in a.which.split(",") if w]:
         res[w] = {"pool": ab_pool, "attn": ab_attn, "exp": ab_exp,
                   "epi": ab_epi}[w](be, a.reps, a.batch)
