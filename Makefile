@@ -43,6 +43,8 @@ cifar10-30min: venv
 
 bench: venv
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/profile_step.py
+	$(PY) benchmarks/readme_tables.py
 
 # Re-execute the course notebooks from their .py sources and save the outputs (.ipynb).
 notebooks: venv

@@ -1,145 +1,175 @@
-"""Images/s of a full training step and of inference: numpy vs numba vs PyTorch CPU.
+"""Images/s of a training step and of inference: minivit (numba) vs PyTorch eager vs
+torch.compile, each measured as a user runs it.
 
-A training step is forward + backward + AdamW over every parameter (batch ``--batch``,
-float32). The PyTorch model is the same architecture and the same maths (pre-LN blocks,
-fused qkv, explicit-softmax attention, GELU tanh, LN eps 1e-6, class token, learned 1-D
-position embedding, AdamW), run with ``torch.set_num_threads`` equal to Numba's thread
-count. Backends are timed in interleaved rounds after a warm-up; the median is reported,
-with achieved GFLOP/s (``ViTConfig.flops_per_image``; training ≈ 3× forward) against
-NumPy's float32 matmul measured in the same run at (8320×192)@(192×576). Peak memory is the
-peak RSS of a fresh subprocess running two steps of one backend (and its increase over the
-same process just before the first step).
+A training step is forward + softmax cross-entropy + backward + AdamW over every parameter
+(batch ``--batch``, float32); inference is a forward pass without gradients. The PyTorch
+model (``torch_peer.py``) is the same architecture with the same maths (pre-LN blocks,
+fused qkv, explicit-softmax attention, GELU of the config's form, LN eps, class token,
+learned 1-D position embedding) and torch's AdamW; ``torch-compile`` is that model through
+``torch.compile`` (inductor, default mode; the optimizer step stays eager).
 
-    python benchmarks/train_step.py [--repeats 7] [--batch 128]
-        [--models cifar10-tiny,cifar10-small] [--backends numpy,numba,torch] [--quick]
+How it is measured, and why:
 
-Writes benchmarks/results/train_step.json.
+* Every measurement runs in a **fresh subprocess started as a user's script**: the child
+  is this file, whose first statement is ``import numpy`` (so NumPy's OpenBLAS pool is up
+  before minivit or torch is imported), with the thread-pool environment variables
+  (``OPENBLAS_*``, ``OMP_*``, ``MKL_*``, ``NUMBA_NUM_THREADS``, …) removed from its
+  environment. The thread count is set at run time, as a user would: minivit's
+  ``set_threads`` / ``torch.set_num_threads``.
+* Frameworks are **alternated over rounds** (the order rotates each round), so a slow
+  spell of a shared machine hits all of them; each round a child warms up (JIT
+  compilation, ``torch.compile``'s compile) and then times ``--steps`` steps. Reported:
+  the median over rounds of each round's median.
+* **Peak memory** per framework: the child's peak RSS (``VmHWM``) at the end.
+* **NumPy's float32 matmul peak** is measured in the same run (a child per round, same
+  thread count): median GFLOP/s of (B·N×192)@(192×576), cifar10-small's qkv product.
+  Achieved GFLOP/s = FLOPs per image (``ViTConfig.flops_per_image``; training ≈ 3×) ×
+  images/s, and its percentage of that peak.
+
+    python benchmarks/train_step.py [--rounds 5] [--steps 5] [--threads 2] [--batch 128]
+        [--models cifar10-tiny,cifar10-small] [--frameworks numba,torch,torch-compile]
+        [--quick] [--out FILE]
+
+``--quick`` is a smoke run (batch 8, 1 round, 1 step, 1 warm-up). Writes
+benchmarks/results/train_step.json; ``benchmarks/readme_tables.py`` turns it into the
+README's table.
 """
-from __future__ import annotations
+import numpy as np  # noqa: I001  (first, as in any user's script: OpenBLAS starts here)
 
 import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
-# Idle OpenBLAS workers sleep after ~16 cycles instead of spinning for ~2^28, so they do
-# not steal the cores from the Numba kernels that run between matmuls (must precede the
-# NumPy import). Neutral for PyTorch (oneDNN/OpenMP); recorded in the JSON.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-# Three thread pools share the cores in one process (OpenBLAS, Numba's OpenMP, torch's
-# OpenMP) and take turns: a pool that busy-waits after its turn steals the next one's
-# cores. So every OpenMP runtime here sleeps when idle (torch included: measured on 2
-# cores it is as fast or faster with it, as the interleaved rounds no longer fight).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from minivit import ViT, ViTConfig  # noqa: E402
-
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FRAMEWORKS = ("numba", "torch", "torch-compile", "numpy")
+# removed from the children's environment: a user's script runs without them
+THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS",
+              "OMP_WAIT_POLICY", "OMP_PROC_BIND", "GOMP_SPINCOUNT", "KMP_BLOCKTIME",
+              "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER",
+              "NUMEXPR_NUM_THREADS")
 LR, BETAS, EPS, WD = 1e-3, (0.9, 0.999), 1e-8, 0.05
 
 
-# ---------------------------------------------------------------------- minivit runners
-class MinivitRunner:
-    """Training step / inference of minivit on one backend; AdamW state per parameter."""
+# ====================================================================== child side
+def _peak_rss_mib():
+    """Peak resident memory of this process (VmHWM), MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    def __init__(self, cfg, backend, batch, seed=0):
-        self.model = ViT(cfg, seed=seed, dtype="float32", backend=backend)
-        self.be = self.model.be
-        self.state = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in self.model.params.items()}
-        self.step_no = 0
 
-    def train_step(self, images, labels):
-        m, be = self.model, self.be
-        loss, _ = m.loss_and_grads(images, labels)
-        self.step_no += 1
+def _batch(cfg, batch):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, cfg.image_size, cfg.image_size, cfg.channels)).astype(np.float32)
+    y = rng.integers(0, cfg.num_classes, size=batch).astype(np.int64)
+    return x, y
+
+
+def _minivit_runner(cfg, backend, threads):
+    """(train_step, infer) closures for minivit on ``backend``, AdamW as the trainer's."""
+    from minivit import ViT
+    try:
+        from minivit.backends.threads import set_threads
+        set_threads(threads)
+    except ImportError:                      # an older checkout: Numba's count only
+        import numba
+        numba.set_num_threads(threads)
+    m = ViT(cfg, seed=0, dtype="float32", backend=backend)
+    be = m.be
+    state = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in m.params.items()}
+    step = [0]
+
+    def train(x, y):
+        loss, _ = m.loss_and_grads(x, y)
+        step[0] += 1
         for k, p in m.params.items():
-            mo, ve = self.state[k]
-            be.adamw_update(p, m.grads[k], mo, ve, LR, BETAS[0], BETAS[1], EPS, WD, self.step_no)
+            be.adamw_update(p, m.grads[k], *state[k], LR, BETAS[0], BETAS[1], EPS, WD, step[0])
         return loss
 
-    def infer(self, images):
-        out = self.model.forward(images)
-        self.model.clear_cache()
+    def infer(x):
+        out = m.forward(x)
+        if hasattr(m, "clear_cache"):
+            m.clear_cache()
+        else:                                # older minivit
+            m._cache = {}
         return out
+    return train, infer
 
 
-# ---------------------------------------------------------------------- torch runner
-def make_torch_runner(cfg, batch, threads):
-    """The same ViT in PyTorch (identical maths), AdamW; returns a runner object."""
+def _torch_runner(cfg, threads, compiled):
+    """(train_step, infer) closures for the PyTorch peer, eager or torch.compile'd."""
     import torch
     import torch.nn.functional as F
-
+    sys.path.insert(0, HERE)
     from torch_peer import build_torch_vit
-
     torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_torch_vit(torch, cfg, attention="explicit")
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD)
+    fwd = torch.compile(model) if compiled else model
 
-    class Runner:
-        def __init__(self):
-            torch.manual_seed(0)
-            self.model = build_torch_vit(torch, cfg, attention="explicit")
-            self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=BETAS, eps=EPS,
-                                         weight_decay=WD)
+    def train(x, y):
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(fwd(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
 
-        def train_step(self, images, labels):
-            x, y = torch.from_numpy(images), torch.from_numpy(labels)
-            self.opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.model(x), y)
-            loss.backward()
-            self.opt.step()
-            return loss.item()
-
-        def infer(self, images):
-            with torch.no_grad():
-                return self.model(torch.from_numpy(images))
-
-    return Runner()
+    def infer(x):
+        with torch.no_grad():
+            return fwd(torch.from_numpy(x))
+    return train, infer
 
 
-def torch_available():
+def child_run(framework, model, batch, threads, steps, warmup):
+    """In a fresh process: warm up, time ``steps`` training steps and inference batches."""
+    sys.path.insert(0, ROOT)
+    from minivit import ViTConfig
+    cfg = ViTConfig.preset(model)
+    x, y = _batch(cfg, batch)
+    t0 = time.perf_counter()
+    if framework in ("torch", "torch-compile"):
+        train, infer = _torch_runner(cfg, threads, framework == "torch-compile")
+    else:
+        train, infer = _minivit_runner(cfg, framework, threads)
+    for _ in range(warmup):
+        train(x, y)
+        infer(x)
+    warm = time.perf_counter() - t0
+    tt, ti = [], []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        train(x, y)
+        tt.append(time.perf_counter() - t0)
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        infer(x)
+        ti.append(time.perf_counter() - t0)
+    return {"train_s": tt, "infer_s": ti, "warmup_s": warm, "peak_rss_mib": _peak_rss_mib()}
+
+
+def child_matmul(threads, rows, repeats=15):
+    """NumPy float32 (rows×192)@(192×576) GFLOP/s (median), BLAS limited to ``threads``."""
     try:
-        import torch  # noqa: F401
-        return True
-    except Exception as e:                      # pragma: no cover - depends on the machine
-        print(f"[train_step] torch not importable ({e.__class__.__name__}: {e}); "
-              f"skipping the PyTorch column")
-        return False
-
-
-def numba_threads():
-    # Import the backend before anything starts Numba's thread pool: the module sets
-    # OMP_WAIT_POLICY=PASSIVE for that pool (torch, imported earlier, keeps its default).
-    import numba
-    import minivit.backends.numba_cpu  # noqa: F401
-    return numba.get_num_threads()
-
-
-def make_runner(name, cfg, batch):
-    if name == "torch":
-        return make_torch_runner(cfg, batch, numba_threads())
-    return MinivitRunner(cfg, name, batch)
-
-
-def make_batch(cfg, batch, seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.standard_normal((batch, cfg.image_size, cfg.image_size, cfg.channels)).astype(np.float32)
-    labels = rng.integers(0, cfg.num_classes, size=batch).astype(np.int64)
-    return images, labels
-
-
-# ---------------------------------------------------------------------- measurements
-def matmul_peak(repeats=15):
-    """Median GFLOP/s of NumPy float32 (8320×192)@(192×576), the qkv shape of cifar10-small."""
+        import threadpoolctl
+        threadpoolctl.threadpool_limits(threads, user_api="blas")
+    except ImportError:
+        pass
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((8320, 192)).astype(np.float32)
+    a = rng.standard_normal((rows, 192)).astype(np.float32)
     b = rng.standard_normal((192, 576)).astype(np.float32)
     for _ in range(3):
         a @ b
@@ -148,132 +178,150 @@ def matmul_peak(repeats=15):
         t0 = time.perf_counter()
         a @ b
         ts.append(time.perf_counter() - t0)
-    return 2 * 8320 * 192 * 576 / statistics.median(ts) / 1e9
+    return {"gflops": 2 * rows * 192 * 576 / statistics.median(ts) / 1e9}
 
 
-def _vm_hwm_mib():
-    """Peak RSS of this process in MiB: VmHWM from /proc (reset at exec, unlike ru_maxrss,
-    which a child inherits from its parent), else ru_maxrss."""
+# ====================================================================== parent side
+def _clean_env():
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
+def spawn(args, timeout=1800):
+    """Run this file as a child with ``args``; return its JSON result (or an error dict)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--_child", json.dumps(args)]
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_clean_env())
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    if p.returncode != 0:
+        return {"error": (p.stderr.strip().splitlines() or ["exit status %d" % p.returncode])[-1]}
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def memory_child(backend, model, batch):
-    """Runs in a subprocess: two training steps; prints JSON with peak RSS (MiB)."""
-    cfg = ViTConfig.preset(model)
-    images, labels = make_batch(cfg, batch)
-    r = make_runner(backend, cfg, batch)
-    before = _vm_hwm_mib()
-    for _ in range(2):
-        r.train_step(images, labels)
-    peak = _vm_hwm_mib()
-    print(json.dumps({"peak_rss_mib": round(peak, 1), "step_increase_mib": round(peak - before, 1)}))
-
-
-def peak_memory(backend, model, batch):
-    cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", backend, model, str(batch)]
+def torch_available():
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
-        return json.loads(out.strip().splitlines()[-1])
-    except Exception as e:
-        return {"error": f"{e.__class__.__name__}: {e}"}
+        import importlib.util
+        return importlib.util.find_spec("torch") is not None
+    except Exception:
+        return False
 
 
-def bench_model(model, backends, batch, repeats, warmup, steps_per_round, memory):
+def summarise(model, runs, batch, peak):
+    """Per framework: medians over rounds (of per-round medians), img/s, GFLOP/s, RSS."""
+    sys.path.insert(0, ROOT)
+    from minivit import ViTConfig
     cfg = ViTConfig.preset(model)
-    images, labels = make_batch(cfg, batch)
-    runners = {b: make_runner(b, cfg, batch) for b in backends}
-    for r in runners.values():                          # warm-up (and JIT compilation)
-        for _ in range(warmup):
-            r.train_step(images, labels)
-            r.infer(images)
-    train_t = {b: [] for b in backends}
-    infer_t = {b: [] for b in backends}
-    for _ in range(repeats):                            # interleaved rounds
-        for b, r in runners.items():
-            t0 = time.perf_counter()
-            for _ in range(steps_per_round):
-                r.train_step(images, labels)
-            train_t[b].append((time.perf_counter() - t0) / steps_per_round)
-            t0 = time.perf_counter()
-            for _ in range(steps_per_round):
-                r.infer(images)
-            infer_t[b].append((time.perf_counter() - t0) / steps_per_round)
     fwd = cfg.flops_per_image()
-    res = {"config": cfg.to_dict(), "flops_per_image_forward": fwd, "backends": {}}
-    for b in backends:
-        tt, ti = statistics.median(train_t[b]), statistics.median(infer_t[b])
-        res["backends"][b] = {
-            "train_step_s": tt, "train_img_s": batch / tt,
-            "train_gflops": 3 * fwd * batch / tt / 1e9,
-            "infer_s": ti, "infer_img_s": batch / ti, "infer_gflops": fwd * batch / ti / 1e9,
-            "train_step_s_all": train_t[b], "infer_s_all": infer_t[b],
-        }
-        if memory:
-            res["backends"][b]["memory"] = peak_memory(b, model, batch)
-    return res
+    out = {"config": cfg.to_dict(), "flops_per_image_forward": fwd, "backends": {}}
+    for fw, rs in runs.items():
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            out["backends"][fw] = {"error": rs[-1]["error"] if rs else "not run"}
+            continue
+        tt = statistics.median(statistics.median(r["train_s"]) for r in ok)
+        ti = statistics.median(statistics.median(r["infer_s"]) for r in ok)
+        tg, ig = 3 * fwd * batch / tt / 1e9, fwd * batch / ti / 1e9
+        out["backends"][fw] = {
+            "train_step_s": tt, "train_img_s": batch / tt, "train_gflops": tg,
+            "train_pct_of_matmul_peak": 100 * tg / peak if peak else None,
+            "infer_s": ti, "infer_img_s": batch / ti, "infer_gflops": ig,
+            "infer_pct_of_matmul_peak": 100 * ig / peak if peak else None,
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in ok),
+            "warmup_s": statistics.median(r["warmup_s"] for r in ok),
+            "rounds": [{"train_s": r["train_s"], "infer_s": r["infer_s"]} for r in ok],
+            "failed_rounds": len(rs) - len(ok)}
+    bk = {k: v for k, v in out["backends"].items() if "error" not in v}
+    out["ratios"] = {f"numba/{o}": {"train": bk["numba"]["train_img_s"] / bk[o]["train_img_s"],
+                                    "infer": bk["numba"]["infer_img_s"] / bk[o]["infer_img_s"]}
+                     for o in ("torch", "torch-compile", "numpy") if "numba" in bk and o in bk}
+    return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per round and child")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--models", default="cifar10-tiny,cifar10-small")
-    ap.add_argument("--backends", default="numpy,numba,torch")
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    ap.add_argument("--quick", action="store_true", help="smoke test: batch 16, 2 repeats")
-    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "train_step.json"))
-    ap.add_argument("--_memory-child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--frameworks", default="numba,torch,torch-compile")
+    ap.add_argument("--quick", action="store_true", help="smoke run: batch 8, 1 round, 1 step")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "train_step.json"))
+    ap.add_argument("--_child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a._memory_child:
-        backend, model, batch = a._memory_child
-        memory_child(backend, model, int(batch))
+    if a._child:
+        c = json.loads(a._child)
+        if c["kind"] == "matmul":
+            r = child_matmul(c["threads"], c["rows"])
+        else:
+            r = child_run(c["framework"], c["model"], c["batch"], c["threads"], c["steps"],
+                          c["warmup"])
+        print(json.dumps(r))
         return
     if a.quick:
-        a.repeats, a.batch, a.warmup = 2, 16, 1
-    backends = [b for b in a.backends.split(",") if b]
-    if "torch" in backends and not torch_available():
-        backends.remove("torch")
-    threads = numba_threads()
-    peak = matmul_peak()
-    print(f"threads: numba {threads}; NumPy float32 matmul (8320x192)@(192x576): "
-          f"{peak:.1f} GFLOP/s")
-    results = {"batch": a.batch, "repeats": a.repeats, "numba_threads": threads,
-               "numpy_matmul_gflops": peak, "machine": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "models": {},
-               "env": {k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY",
-                                                       "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
-    for model in [m for m in a.models.split(",") if m]:
-        r = bench_model(model, backends, a.batch, a.repeats, a.warmup, 1, not a.no_memory)
-        results["models"][model] = r
-        print(f"\n{model} (batch {a.batch}, float32, median of {a.repeats})")
-        print(f"  {'backend':8s} {'train img/s':>12s} {'GFLOP/s':>8s} {'% peak':>7s} "
-              f"{'infer img/s':>12s} {'GFLOP/s':>8s} {'peak RSS MiB':>13s}")
-        for b, v in r["backends"].items():
-            mem = v.get("memory", {}).get("peak_rss_mib", float("nan"))
-            print(f"  {b:8s} {v['train_img_s']:12.1f} {v['train_gflops']:8.1f} "
-                  f"{100 * v['train_gflops'] / peak:6.1f}% {v['infer_img_s']:12.1f} "
-                  f"{v['infer_gflops']:8.1f} {mem:13.1f}")
-        bk = r["backends"]
-        ratios = {}
-        for other in ("torch", "numpy"):
-            if "numba" in bk and other in bk:
-                ratios[f"numba/{other}"] = {
-                    "train": bk["numba"]["train_img_s"] / bk[other]["train_img_s"],
-                    "infer": bk["numba"]["infer_img_s"] / bk[other]["infer_img_s"]}
-                print(f"  numba/{other}: train {ratios[f'numba/{other}']['train']:.2f}x, "
-                      f"inference {ratios[f'numba/{other}']['infer']:.2f}x")
-        r["ratios"] = ratios
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+        a.rounds, a.steps, a.warmup, a.batch = 1, 1, 1, 8
+    fws = [f for f in a.frameworks.split(",") if f]
+    bad = [f for f in fws if f not in FRAMEWORKS]
+    if bad:
+        ap.error(f"unknown framework(s) {', '.join(bad)}; choose from {', '.join(FRAMEWORKS)}")
+    if not torch_available():
+        print("[train_step] torch not installed: PyTorch columns skipped")
+        fws = [f for f in fws if not f.startswith("torch")]
+    models = [m for m in a.models.split(",") if m]
+    runs = {m: {f: [] for f in fws} for m in models}
+    peaks = []
+    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    for rnd in range(a.rounds):
+        peaks.append(spawn({"kind": "matmul", "threads": a.threads, "rows": 65 * a.batch}))
+        for model in models:
+            order = fws[rnd % len(fws):] + fws[:rnd % len(fws)]
+            for fw in order:
+                r = spawn({"kind": "step", "framework": fw, "model": model, "batch": a.batch,
+                           "threads": a.threads, "steps": a.steps, "warmup": a.warmup})
+                runs[model][fw].append(r)
+                msg = r.get("error") or (f"train {1e3 * statistics.median(r['train_s']):.0f} ms, "
+                                         f"infer {1e3 * statistics.median(r['infer_s']):.0f} ms")
+                print(f"round {rnd + 1}/{a.rounds} {model:14s} {fw:14s} {msg}", flush=True)
+    good = [p["gflops"] for p in peaks if "gflops" in p]
+    peak = statistics.median(good) if good else None
+    res = {"batch": a.batch, "rounds": a.rounds, "steps": a.steps, "threads": a.threads,
+           "numba_threads": a.threads, "numpy_matmul_gflops": peak,
+           "numpy_matmul_shape": f"({65 * a.batch}x192)@(192x576) float32",
+           "numpy_matmul_gflops_all": good, "cpu_count": os.cpu_count(),
+           "machine": platform.processor() or platform.machine(), "python": sys.version.split()[0],
+           "how": "fresh subprocess per (round, framework), numpy imported first, thread env "
+                  "vars removed; median over rounds of per-round medians",
+           "env_removed": list(THREAD_ENV), "quick": a.quick,
+           # 1-minute load averages at start and end: a busy machine shows up here
+           "load_average": [load0, os.getloadavg() if hasattr(os, "getloadavg") else None],
+           "models": {}}
+    try:
+        import torch
+        res["torch_version"] = torch.__version__
+    except ImportError:
+        pass
+    for model in models:
+        r = summarise(model, runs[model], a.batch, peak)
+        res["models"][model] = r
+        print(f"\n{model} (batch {a.batch}, float32, {a.threads} threads, median of {a.rounds} "
+              f"rounds; NumPy matmul peak {peak or float('nan'):.1f} GFLOP/s)")
+        print(f"  {'framework':14s} {'train img/s':>11s} {'GFLOP/s':>8s} {'% peak':>7s} "
+              f"{'infer img/s':>11s} {'GFLOP/s':>8s} {'peak RSS MiB':>12s}")
+        for fw, v in r["backends"].items():
+            if "error" in v:
+                print(f"  {fw:14s} error: {v['error']}")
+                continue
+            print(f"  {fw:14s} {v['train_img_s']:11.1f} {v['train_gflops']:8.1f} "
+                  f"{v['train_pct_of_matmul_peak'] or float('nan'):6.1f}% {v['infer_img_s']:11.1f} "
+                  f"{v['infer_gflops']:8.1f} {v['peak_rss_mib']:12.0f}")
+        for pair, q in r["ratios"].items():
+            print(f"  {pair}: train {q['train']:.2f}x, inference {q['infer']:.2f}x")
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump(res, f, indent=1)
     print(f"\nwrote {a.out}")
 
 

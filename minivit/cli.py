@@ -74,6 +74,8 @@ def build_parser():
                 a.help = "(default: %(default)s)"
         p.set_defaults(_run=mod.cli_run)
         parser.commands[name] = p
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for Numba and BLAS (default: all cores)")
     return parser
 
 
@@ -91,6 +93,9 @@ def main(argv=None) -> int:
         return 2
     prefix = f"minivit {args.command}"
     try:
+        if args.threads is not None:
+            from .backends.threads import set_threads
+            set_threads(args.threads)
         return int(args._run(args) or 0)
     except TrainingInterrupted as e:        # a run stopped by a signal: checkpoint written
         return 128 + int(e.signum or 2)

@@ -13,7 +13,12 @@ pytest.importorskip("numba")
 
 from minivit import ViT, ViTConfig                      # noqa: E402
 from minivit.backends import get_backend                # noqa: E402
+from minivit.backends import threads                    # noqa: E402
 from minivit.errors import ConfigError                  # noqa: E402
+from minivit.gradcheck import check_gradient            # noqa: E402
+from minivit.ops import softmax_cross_entropy           # noqa: E402
+
+from conftest import perturbed_model, tiny_config       # noqa: E402
 
 NB = get_backend("numba")
 NP = get_backend("numpy")
@@ -104,11 +109,69 @@ def test_layernorm(dtype, shape):
         close(a, r, dtype)
 
 
+# ---------------------------------------------------------------------- big matmuls
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("M,K,N", [(1, 3, 2), (130, 7, 9), (65, 32, 65), (3, 129, 5)])
+@pytest.mark.parametrize("in_pool", [True, False])
+def test_matmul_transposes_and_blocks(dtype, ta, tb, M, K, N, in_pool, monkeypatch):
+    """NumbaBackend._matmul (one BLAS gemm per row block from Numba's threads, or NumPy's
+    ``@``) equals op(a) @ op(b) for every transpose the linear layers use, with row counts
+    that do not split evenly into blocks."""
+    monkeypatch.setattr(NB, "blas_in_pool", in_pool and threads.HAVE_CBLAS)
+    rng = np.random.default_rng(20)
+    a = rand(rng, (K, M) if ta else (M, K), dtype)
+    b = rand(rng, (N, K) if tb else (K, N), dtype)
+    ref = (a.T if ta else a) @ (b.T if tb else b)
+    close(NB._matmul(a, b, ta=ta, tb=tb), ref, dtype)
+    bias = rand(rng, (N,), dtype)
+    close(NB._matmul(a, b, ta=ta, tb=tb, bias=bias), ref + bias, dtype)
+    for form in ("tanh", "erf"):                        # fc1's epilogue: c + b kept, GELU(c)
+        h, u = NB._matmul(a, b, ta=ta, tb=tb, bias=bias, gelu=form)
+        close(h, ref + bias, dtype)
+        close(u, NP.gelu_forward(ref + bias, form)[0], dtype)
+
+
+@pytest.mark.skipif(not threads.HAVE_CBLAS, reason="NumPy's BLAS is not OpenBLAS")
+def test_kernels_leave_the_users_blas_thread_count_alone():
+    """The backend runs BLAS single-threaded inside its own kernels only: afterwards
+    NumPy's OpenBLAS has the thread count it had before."""
+    before = threads.get_threads()["blas"]
+    with threads.blas_single_thread():
+        assert threads.get_threads()["blas"] == 1
+    assert threads.get_threads()["blas"] == before
+    rng = np.random.default_rng(21)
+    c = NB.mhsa_core_forward(rand(rng, (2, 9, 24), np.float32), 2)[1]
+    NB.mhsa_core_backward(rand(rng, (2, 9, 8), np.float32), c)
+    NB.linear_forward(rand(rng, (4, 6), np.float32), rand(rng, (6, 5), np.float32))
+    assert threads.get_threads()["blas"] == before
+
+
+def test_set_threads_sets_numba_and_blas_and_refuses_bad_counts():
+    old = threads.get_threads()
+    try:
+        assert threads.set_threads(1) == 1
+        got = threads.get_threads()
+        assert got["numba"] == 1 and got["blas"] in (1, None)
+        assert threads.set_threads(None) == threads.numba.config.NUMBA_NUM_THREADS
+    finally:
+        threads.set_threads(old["numba"])
+        if old["blas"] is not None:
+            threads._set_blas(old["blas"])
+    for bad in (0, -2, 2.0, "2", True, threads.numba.config.NUMBA_NUM_THREADS + 1):
+        with pytest.raises(ConfigError):
+            threads.set_threads(bad)
+
+
 # ---------------------------------------------------------------------- attention
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,N,D,H", [(1, 5, 8, 1), (2, 17, 15, 3), (2, 65, 16, 2),
                                      (1, 17, 7, 1), (3, 9, 32, 4)])
-def test_mhsa_core(dtype, B, N, D, H):
+@pytest.mark.parametrize("attn_blas", [True, False])
+def test_mhsa_core(dtype, B, N, D, H, attn_blas, monkeypatch):
+    """Both attention paths (strided BLAS gemms per head, and the hand-written loops used
+    when NumPy's BLAS is not OpenBLAS) against the reference."""
+    monkeypatch.setattr(NB, "attn_blas", attn_blas)
     rng = np.random.default_rng(5)
     qkv = rand(rng, (B, N, 3 * D), dtype, 1.5)
     o1, c1 = NB.mhsa_core_forward(qkv, H)
@@ -275,3 +338,43 @@ def test_five_adamw_steps_match_numpy(gelu):
             assert np.abs(a[D:2 * D] - b[D:2 * D]).max() <= 2 * 5 * 1e-3 + 1e-6
             a, b = np.delete(a, np.s_[D:2 * D]), np.delete(b, np.s_[D:2 * D])
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5, err_msg=k)
+
+
+def test_model_gradients_on_numba_match_finite_differences():
+    """The whole model on the numba backend in float64 (BLAS gemms, fused epilogues and
+    attention included): every parameter's gradient and the image gradient agree with
+    centred finite differences."""
+    cfg = tiny_config(image_size=8, patch_size=2, dim=12, heads=3, mlp_dim=20)   # N = 17
+    m = perturbed_model(cfg, seed=3, backend="numba")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 8, 3))
+    y = np.array([0, 2])
+
+    def loss():
+        return softmax_cross_entropy(m.be.to_host(m.forward(x)), y)
+
+    _, dlogits = loss()
+    dx = m.backward(dlogits, need_dimages=True)
+    f = lambda: np.array(loss()[0])
+    for n, p in m.params.items():
+        err = check_gradient(f, p, m.grads[n], num_checks=8, seed=1)
+        assert err < 1e-6, (n, err)
+    assert check_gradient(f, x, dx, num_checks=12) < 1e-6
+
+
+def test_cli_threads_option(capsys):
+    """``minivit --threads N`` sets the thread count before the command runs; a bad count
+    is one line on stderr and exit status 2."""
+    from minivit import cli
+    old = threads.get_threads()
+    try:
+        assert cli.main(["--threads", "1", "attention-example"]) == 0
+        assert threads.get_threads()["numba"] == 1
+        capsys.readouterr()
+        assert cli.main(["--threads", "0", "attention-example"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "threads must be a positive integer" in err[0]
+    finally:
+        threads.set_threads(old["numba"])
+        if old["blas"] is not None:
+            threads._set_blas(old["blas"])

@@ -8,12 +8,16 @@ specification; ``tests/test_numba_backend.py`` compares every op against them.
 What is fused, and why (the big matmuls are memory-bound-free already; everything between
 them is memory traffic):
 
-* attention: per (batch, head), the head is gathered straight out of the fused qkv
-  (no split/merge transposes), scores, softmax and A·v are computed in cache-resident
-  scratch with 4-row register-blocked loops, and the head's output is written into its
-  columns of (B, N, D). Backward does the same in one pass and writes dqkv in place.
+* attention: per (batch, head), S = s·q kᵀ and A·v are two BLAS gemms that read q, k, v
+  straight out of the fused qkv through strides (no split/merge transposes, no copies) and
+  write S into the kept attention matrix and the head's output into its columns of
+  (B, N, D); the row softmax runs in place in between. Backward: four strided gemms
+  (dv, dA, dq, dk) and the softmax Jacobian, dq/dk/dv written into dqkv in place.
+  (Hand-written 4-row register-blocked loops remain as the path when NumPy's BLAS is not
+  OpenBLAS; ``benchmarks/ab_kernels.py --which attn`` compares the two.)
 * LayerNorm forward/backward: one pass per row; dγ, dβ reduced in per-thread partials.
-* fc1 bias + GELU (tanh or erf) in the matmul epilogue; backward fuses GELU' with db.
+* fc1 bias + GELU (tanh or erf) in the gemm's epilogue, per block of rows right after its
+  gemm; every linear layer's bias likewise; backward fuses GELU' with db.
 * softmax + cross-entropy, AdamW / SGD updates in place, patch extraction and its adjoint.
 
 Floating point: ``fastmath`` is restricted to the *safe* flags (``reassoc``, ``contract``,
@@ -22,29 +26,23 @@ and inf propagate exactly as in NumPy and ``all_finite`` stays truthful. In floa
 exp of softmax and of GELU (tanh form, computed as x·σ(2u)) is a vectorisable Cephes-style
 polynomial accurate to ~1 ulp (libm calls do not vectorise without SVML); float64 uses libm.
 
-Matmuls: large products (x·W, dW, dx of every linear layer) are NumPy ``@`` on 2-D views,
-i.e. one OpenBLAS sgemm each (``benchmarks/matmul_choice.py`` has the evidence); the small
-per-head products inside attention are hand-written loops in the prange body.
-
-Threading policy: Numba ``prange`` regions and BLAS calls run one after the other from the
-main thread and are never nested — no kernel calls BLAS inside a ``prange`` body, so
-there is no oversubscription. Numba uses ``NUMBA_NUM_THREADS`` (or
-``numba.set_num_threads``); BLAS uses its own setting (``OPENBLAS_NUM_THREADS`` /
-``OMP_NUM_THREADS``). Set both to the number of physical cores.
-
-The two pools take turns dozens of times per step, so neither may busy-wait for the
-other's cores: importing this module sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user set
-it (it only affects OpenMP runtimes that start after the import — Numba's pool starts at
-the first parallel kernel or ``numba.get_num_threads()``, so import this module first), and OpenBLAS's idle workers should sleep quickly too:
-``OPENBLAS_THREAD_TIMEOUT=4`` in the environment before NumPy is imported (the benchmarks
-do this). On 2 cores, without both the step was ~30–40 % slower (see the issue note).
+Matmuls and threads: one thread pool only — Numba's. Every gemm (x·W, dW = xᵀ·dy,
+dx = dy·Wᵀ, and attention's per-head products) is a call to NumPy's own OpenBLAS
+``cblas_?gemm`` made from inside a Numba ``prange`` region, one block of rows per call,
+with OpenBLAS set to one thread for the duration (``threads.blas_single_thread``). When
+OpenBLAS's pool and Numba's took turns instead, OpenBLAS's idle workers busy-waited on the
+cores Numba's threads needed unless ``OPENBLAS_THREAD_TIMEOUT`` had been set before NumPy
+was imported — so the speed depended on import order; now it does not
+(``benchmarks/ab_kernels.py --which pool``). Thread count: ``threads.set_threads(n)`` (Numba and
+BLAS together; the CLI's ``--threads``). Without OpenBLAS (MKL, Accelerate) the gemms fall
+back to NumPy ``@`` (``NumbaBackend.blas_in_pool = False``).
 """
 from __future__ import annotations
 
 import math
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before Numba's OpenMP pool starts
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # only matters on the NumPy-@ fallback path
 
 import numba
 import numpy as np
@@ -57,30 +55,34 @@ from ..ops.activations import INV_SQRT_2PI as _INV_SQRT_2PI
 from ..ops.activations import SQRT_2_OVER_PI as _SQRT_2_OVER_PI
 from ..ops.losses import _targets
 from .numpy_ops import NumpyBackend
+from .threads import DGEMM, HAVE_CBLAS, NO_TRANS, ROW_MAJOR, SGEMM, TRANS, blas_single_thread
 
 # reassociation + FMA contraction + reciprocal: safe for our reductions; NaN/inf semantics
 # are kept (no nnan/ninf).
 _FM = {"reassoc", "contract", "arcp"}
+_F32 = np.float32          # float32 constants inside kernels (no promotion to float64)
 
 
 # ====================================================================== scalar helpers
 @njit(fastmath=_FM, cache=True)
 def _exp_row(s, n, ibuf, fast):
-    # s[:n] ← exp(s[:n]) for s ≤ 0 (softmax after max-subtraction). fast: Cephes expf
-    # (range reduction x = k·ln2 + r, degree-6 polynomial, 2^k built from its bits) —
-    # vectorises, unlike a libm call; ~1 ulp in float32. ibuf: int32 scratch (≥ n).
+    # s[:n] ← exp(s[:n]) for s ≤ 0 (softmax after max-subtraction). fast (float32 s only):
+    # Cephes expf (range reduction x = k·ln2 + r, degree-6 polynomial, 2^k built from its
+    # bits) — vectorises, unlike a libm call; ~1 ulp. Every constant is a float32 (_F32):
+    # a bare Python float would promote the whole polynomial to float64 and halve the
+    # vector width (measured 8.5× slower on (8320, 65) rows). ibuf: int32 scratch (≥ n).
     if fast:
         for j in range(n):
-            x = max(s[j], -87.0)
-            k = math.floor(x * 1.44269504088896341 + 0.5)
-            r = x - k * 0.693359375 + k * 2.12194440e-4
-            p = 1.9875691500e-4
-            p = p * r + 1.3981999507e-3
-            p = p * r + 8.3334519073e-3
-            p = p * r + 4.1665795894e-2
-            p = p * r + 1.6666665459e-1
-            p = p * r + 5.0000001201e-1
-            s[j] = p * r * r + r + 1.0
+            x = max(s[j], _F32(-87.0))
+            k = np.floor(x * _F32(1.44269504088896341) + _F32(0.5))
+            r = x - k * _F32(0.693359375) + k * _F32(2.12194440e-4)
+            p = _F32(1.9875691500e-4)
+            p = p * r + _F32(1.3981999507e-3)
+            p = p * r + _F32(8.3334519073e-3)
+            p = p * r + _F32(4.1665795894e-2)
+            p = p * r + _F32(1.6666665459e-1)
+            p = p * r + _F32(5.0000001201e-1)
+            s[j] = p * r * r + r + _F32(1.0)
             ibuf[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
         f = ibuf.view(np.float32)
         for j in range(n):
@@ -134,6 +136,40 @@ def _gemm(a, b, c):
 
 
 # ====================================================================== attention
+@njit(fastmath=_FM, cache=True)
+def _softmax_rows(S, ibuf, fast):
+    # Row softmax of the scores S: (N, N) in place (max-subtracted, Eq. 5 of Vaswani et al.).
+    N = S.shape[1]
+    for i in range(S.shape[0]):
+        s = S[i]
+        m = s[0]
+        for j in range(1, N):
+            m = max(m, s[j])
+        for j in range(N):
+            s[j] -= m
+        _exp_row(s, N, ibuf, fast)
+        t = 0.0
+        for j in range(N):
+            t += s[j]
+        r = 1.0 / t
+        for j in range(N):
+            s[j] *= r
+
+
+@njit(fastmath=_FM, cache=True)
+def _softmax_bwd_rows(A, dS):
+    # Softmax Jacobian per row, in place: dS ← A ⊙ (dA − rowsum(dA ⊙ A)), dS holding dA.
+    N = A.shape[1]
+    for i in range(A.shape[0]):
+        a = A[i]
+        ds = dS[i]
+        t = 0.0
+        for j in range(N):
+            t += ds[j] * a[j]
+        for j in range(N):
+            ds[j] = a[j] * (ds[j] - t)
+
+
 @njit(parallel=True, fastmath=_FM, cache=True)
 def _attn_fwd(qkv, H, scale, out, A, fast):
     # Fused MSA core per (b, h): gather q·s, kᵀ, v from the fused qkv (no head transposes),
@@ -158,20 +194,7 @@ def _attn_fwd(qkv, H, scale, out, A, fast):
                 v[i, d] = row[2 * D + c0 + d]
         S = A[b, h]
         _gemm(q, kT, S)
-        for i in range(N):
-            s = S[i]
-            m = s[0]
-            for j in range(1, N):
-                m = max(m, s[j])
-            for j in range(N):
-                s[j] -= m
-            _exp_row(s, N, ibuf, fast)
-            t = 0.0
-            for j in range(N):
-                t += s[j]
-            r = 1.0 / t
-            for j in range(N):
-                s[j] *= r
+        _softmax_rows(S, ibuf, fast)
         _gemm(S, v, o)
         for i in range(N):
             orow = out[b, i]
@@ -218,14 +241,7 @@ def _attn_bwd(dout, qkv, A, H, scale, dqkv):
                 g[2 * D + c0 + d] = res[i, d]
         # dA = dO vᵀ, then dS = A ⊙ (dA − rowsum(dA ⊙ A))  (softmax Jacobian)
         _gemm(dO, vT, dS)
-        for i in range(N):
-            a = Abh[i]
-            ds = dS[i]
-            t = 0.0
-            for j in range(N):
-                t += ds[j] * a[j]
-            for j in range(N):
-                ds[j] = a[j] * (ds[j] - t)
+        _softmax_bwd_rows(Abh, dS)
         # dq = s·dS k  (s folded into k)
         _gemm(dS, k, res)
         for i in range(N):
@@ -241,6 +257,114 @@ def _attn_bwd(dout, qkv, A, H, scale, dqkv):
             g = dqkv[b, i]
             for d in range(Dh):
                 g[D + c0 + d] = res[i, d]
+
+
+# ====================================================================== big GEMMs
+@njit(cache=True)
+def _blas(single, ta, tb, M, N, K, alpha, pa, lda, pb, ldb, pc, ldc):
+    # One single-threaded cblas gemm, C = alpha·op(A)·op(B), row-major, on raw pointers
+    # (strided sub-matrices of bigger arrays: ld* are their row strides in elements).
+    if single:
+        SGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, M, N, K,
+              np.float32(alpha), pa, lda, pb, ldb, np.float32(0.0), pc, ldc)
+    else:
+        DGEMM(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, M, N, K,
+              alpha, pa, lda, pb, ldb, 0.0, pc, ldc)
+
+
+@njit(parallel=True, cache=True)
+def _mm(a, b, c, ta, tb, nthreads, mode, bias, u, erf_form, single, epi_rows):
+    # c = op(a) @ op(b) (op = transpose when ta / tb), every BLAS call made by Numba's own
+    # threads: rows of c are split into blocks, one single-threaded cblas gemm per block
+    # (see threads.py for why no second thread pool may run). The epilogue runs on each
+    # block right after its gemm, while it is still in cache: mode 1: c += bias;
+    # mode 2 (fc1): c += bias (kept as the pre-activation) and u = GELU(c).
+    # single: float32 (sgemm, and the fast float32 exp in GELU), else float64 (dgemm).
+    M, N = c.shape
+    K = a.shape[0] if ta else a.shape[1]
+    lda = a.shape[1]
+    ldb = b.shape[1]
+    # blocks: one per thread, or ~epi_rows rows when an epilogue wants its rows still in
+    # cache (each gemm call re-packs op(b), so blocks must not be too small either)
+    nb = max(1, min(M, nthreads))
+    if mode != 0 and epi_rows > 0:
+        nb = max(nb, (M + epi_rows - 1) // epi_rows)
+    ch = (M + nb - 1) // nb
+    nb = (M + ch - 1) // ch
+    af = a.reshape(-1)
+    cf = c.reshape(-1)
+    for t in prange(nb):
+        r0 = t * ch
+        r1 = min(M, r0 + ch)
+        # block of op(a): rows r0.. of a, or columns r0.. of a when transposed
+        pa = af[r0:].ctypes if ta else af[r0 * lda:].ctypes
+        pc = cf[r0 * N:].ctypes
+        _blas(single, ta, tb, r1 - r0, N, K, 1.0, pa, lda, b.ctypes, ldb, pc, N)
+        if mode == 1:
+            for r in range(r0, r1):
+                cr = c[r]
+                for j in range(N):
+                    cr[j] += bias[j]
+        elif mode == 2:
+            e = np.empty(N, dtype=c.dtype)
+            ibuf = np.empty(N, dtype=np.int32)
+            for r in range(r0, r1):
+                _gelu_row(c[r], bias, u[r], e, e, e, ibuf, erf_form, single, False)
+
+
+@njit(parallel=True, fastmath=_FM, cache=True)
+def _attn_fwd_blas(qkv, H, scale, out, A, single):
+    # MSA core per (b, h) with the two products as BLAS gemms called from this Numba
+    # thread, read and written in place through strides (q, k, v are column blocks of the
+    # fused qkv rows, the head's output a column block of out — no gathers, no copies):
+    # S = s·q kᵀ into A[b, h], row softmax in place, out_h = A v.
+    B, N, D3 = qkv.shape
+    D = D3 // 3
+    Dh = D // H
+    qf = qkv.reshape(-1)
+    of = out.reshape(-1)
+    Af = A.reshape(-1)
+    for bh in prange(B * H):
+        b = bh // H
+        h = bh - b * H
+        base = b * N * D3 + h * Dh
+        pA = Af[bh * N * N:].ctypes
+        _blas(single, False, True, N, N, Dh, scale, qf[base:].ctypes, D3,
+              qf[base + D:].ctypes, D3, pA, N)
+        ibuf = np.empty(N, dtype=np.int32)
+        _softmax_rows(A[b, h], ibuf, single)
+        _blas(single, False, False, N, Dh, N, 1.0, pA, N, qf[base + 2 * D:].ctypes, D3,
+              of[b * N * D + h * Dh:].ctypes, D)
+
+
+@njit(parallel=True, fastmath=_FM, cache=True)
+def _attn_bwd_blas(dout, qkv, A, H, scale, dqkv, single):
+    # Backward of _attn_fwd_blas per (b, h), four gemms in place through strides:
+    # dv = Aᵀ dO, dA = dO vᵀ, dS = A ⊙ (dA − rowsum(dA ⊙ A)) (softmax Jacobian),
+    # dq = s·dS k, dk = s·dSᵀ q; dq, dk, dv land in their columns of dqkv.
+    B, N, D3 = qkv.shape
+    D = D3 // 3
+    Dh = D // H
+    qf = qkv.reshape(-1)
+    gf = dqkv.reshape(-1)
+    df = dout.reshape(-1)
+    Af = A.reshape(-1)
+    for bh in prange(B * H):
+        b = bh // H
+        h = bh - b * H
+        base = b * N * D3 + h * Dh
+        pA = Af[bh * N * N:].ctypes
+        pdO = df[b * N * D + h * Dh:].ctypes
+        dS = np.empty((N, N), dtype=qkv.dtype)
+        _blas(single, True, False, N, Dh, N, 1.0, pA, N, pdO, D,
+              gf[base + 2 * D:].ctypes, D3)                                  # dv
+        _blas(single, False, True, N, N, Dh, 1.0, pdO, D, qf[base + 2 * D:].ctypes, D3,
+              dS.ctypes, N)                                                  # dA
+        _softmax_bwd_rows(A[b, h], dS)
+        _blas(single, False, False, N, Dh, N, scale, dS.ctypes, N, qf[base + D:].ctypes, D3,
+              gf[base:].ctypes, D3)                                          # dq
+        _blas(single, True, False, N, Dh, N, scale, dS.ctypes, N, qf[base:].ctypes, D3,
+              gf[base + D:].ctypes, D3)                                      # dk
 
 
 # ====================================================================== reductions
@@ -661,41 +785,76 @@ class NumbaBackend(NumpyBackend):
         return de, dcls, dpos
 
     # ------------------------------------------------------------------ linear layers
+    # Issue the big matmuls from Numba's pool (threads.py); False: NumPy's ``@`` (then
+    # OpenBLAS's own pool alternates with Numba's — the old path, kept for A/B timing and
+    # for BLAS libraries other than OpenBLAS).
+    blas_in_pool = HAVE_CBLAS
+    # rows per gemm call when a bias/GELU epilogue follows (0: one block per thread)
+    epi_rows = 1024
+    # attention's per-head products as BLAS gemms (True) or the hand-written loops (False)
+    attn_blas = True
+
+    def _matmul(self, a, b, ta=False, tb=False, bias=None, gelu=None):
+        """op(a) @ op(b) (+ bias, then GELU) for 2-D C-contiguous a, b of one float dtype.
+
+        a: (M, K), or (K, M) when ta; b: (K, N), or (N, K) when tb. Returns c: (M, N) and,
+        when gelu is "tanh"/"erf", also u = GELU(c) with c the pre-activation (c + bias).
+        """
+        a, b = _c(a), _c(b)              # the gemm calls address rows by pointer arithmetic
+        M = a.shape[1] if ta else a.shape[0]
+        N = b.shape[0] if tb else b.shape[1]
+        dt = a.dtype
+        K = a.shape[0] if ta else a.shape[1]
+        if (self.blas_in_pool and dt == b.dtype and dt in (np.float32, np.float64)
+                and min(M, N, K) > 0):
+            c = np.empty((M, N), dtype=dt)
+            u = np.empty_like(c) if gelu else c
+            mode = 2 if gelu else (1 if bias is not None else 0)
+            bb = bias if bias is not None else np.zeros(N if gelu else 0, dtype=dt)
+            with blas_single_thread():
+                _mm(a, b, c, ta, tb, _nt(), mode, bb, u, gelu == "erf", dt == np.float32,
+                    self.epi_rows)
+            return (c, u) if gelu else c
+        c = (a.T if ta else a) @ (b.T if tb else b)
+        if gelu:
+            u = np.empty_like(c)
+            bb = bias if bias is not None else np.zeros(N, dtype=c.dtype)
+            _bias_gelu_fwd(c, bb, u, gelu == "erf", c.dtype == np.float32, _nt())
+            return c, u
+        if bias is not None:
+            _add_bias(c, bias)
+        return c
+
     def linear_forward(self, x, W, b=None):
         """x: (..., D_in); W: (D_in, D_out); b: (D_out,) or None → y = x W + b: (..., D_out).
 
-        One BLAS gemm on the (rows, D_in) view, then the bias in one parallel pass.
+        One gemm on the (rows, D_in) view with the bias added in its epilogue.
         """
         Din, Dout = W.shape
         x2 = _c(x).reshape(-1, Din)
-        y = x2 @ W
-        if b is not None:
-            _add_bias(y, b)
+        y = self._matmul(x2, _c(W), bias=b)
         return y.reshape(x.shape[:-1] + (Dout,)), (x2, W, b is not None, x.shape)
 
     def linear_backward(self, dy, cache, need_dx=True):
         """dy: (..., D_out) → dx: (..., D_in) or None, dW: (D_in, D_out), db: (D_out,) or None."""
         x2, W, has_b, xshape = cache
         dy2 = _c(dy).reshape(-1, W.shape[1])
-        dW = x2.T @ dy2
+        dW = self._matmul(x2, dy2, ta=True)
         db = _colsum(dy2, _nt()) if has_b else None
-        dx = (dy2 @ W.T).reshape(xshape) if need_dx else None
+        dx = self._matmul(dy2, _c(W), tb=True).reshape(xshape) if need_dx else None
         return dx, dW, db
 
     def linear_gelu_forward(self, x, W, b, approximate="tanh"):
         """fc1 + GELU. x: (..., D); W: (D, M); b: (M,) → u = GELU(x W + b): (..., M), cache.
 
-        BLAS gemm, then bias + GELU fused in one pass; the pre-activation is kept (in the
+        One gemm with bias + GELU in its epilogue; the pre-activation is kept (in the
         gemm's own output buffer) and GELU' is recomputed from it in backward.
         """
         if approximate not in ("tanh", "erf"):
             raise ValueError(f"approximate must be 'tanh' or 'erf', got {approximate!r}")
         D, M = W.shape
         x2 = _c(x).reshape(-1, D)
-        h = x2 @ W
-        u = np.empty_like(h)
-        bb = b if b is not None else np.zeros(M, dtype=h.dtype)
-        _bias_gelu_fwd(h, bb, u, approximate == "erf", h.dtype == np.float32, _nt())
+        h, u = self._matmul(x2, _c(W), bias=b, gelu=approximate)
         return u.reshape(x.shape[:-1] + (M,)), (x2, W, h, approximate, b is not None, x.shape)
 
     def linear_gelu_backward(self, du, cache, need_dx=True):
@@ -705,8 +864,8 @@ class NumbaBackend(NumpyBackend):
         dh = np.empty_like(h)
         db = _gelu_bwd_db(du2, h, dh, form == "erf", h.dtype == np.float32, has_b,
                           _nt())
-        dW = x2.T @ dh
-        dx = (dh @ W.T).reshape(xshape) if need_dx else None
+        dW = self._matmul(x2, dh, ta=True)
+        dx = self._matmul(dh, _c(W), tb=True).reshape(xshape) if need_dx else None
         return dx, dW, (db if has_b else None)
 
     def gelu_forward(self, x, approximate="tanh"):
@@ -774,14 +933,22 @@ class NumbaBackend(NumpyBackend):
         scale = 1.0 / math.sqrt(Dh)
         out = np.empty((B, N, D), dtype=qkv.dtype)
         A = np.empty((B, H, N, N), dtype=qkv.dtype)
-        _attn_fwd(qkv, H, scale, out, A, qkv.dtype == np.float32)
+        if self.blas_in_pool and self.attn_blas:
+            with blas_single_thread():
+                _attn_fwd_blas(qkv, H, scale, out, A, qkv.dtype == np.float32)
+        else:
+            _attn_fwd(qkv, H, scale, out, A, qkv.dtype == np.float32)
         return out, {"qkv": qkv, "A": A, "H": H, "scale": scale}
 
     def mhsa_core_backward(self, dout, cache):
         """dout: (B, N, D) → dqkv: (B, N, 3D) in the fused [q | k | v] layout."""
         qkv, A, H, scale = cache["qkv"], cache["A"], cache["H"], cache["scale"]
         dqkv = np.empty_like(qkv)
-        _attn_bwd(_c(dout), qkv, A, H, scale, dqkv)
+        if self.blas_in_pool and self.attn_blas:
+            with blas_single_thread():
+                _attn_bwd_blas(_c(dout), qkv, A, H, scale, dqkv, qkv.dtype == np.float32)
+        else:
+            _attn_bwd(_c(dout), qkv, A, H, scale, dqkv)
         return dqkv
 
     # ------------------------------------------------------------------ loss

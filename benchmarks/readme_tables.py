@@ -1,0 +1,199 @@
+"""Regenerate the README's "Performance" tables from the benchmark JSON (no hand-copied
+numbers).
+
+Reads ``benchmarks/results/train_step.json`` (``train_step.py``),
+``profile_step_before.json`` and ``profile_step.json`` (``profile_step.py`` on the old and
+the current backend) and rewrites the text between the markers
+``<!-- perf-tables:begin -->`` and ``<!-- perf-tables:end -->`` in README.md.
+
+    python benchmarks/readme_tables.py [--readme README.md] [--check]
+
+``--check`` only reports whether README.md is up to date (exit status 1 if not).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+BEGIN, END = "<!-- perf-tables:begin -->", "<!-- perf-tables:end -->"
+NAMES = {"numba": "**minivit numba**", "torch": "PyTorch eager", "torch-compile": "torch.compile",
+         "numpy": "minivit numpy"}
+
+
+def _load(name, key="models"):
+    path = os.path.join(RESULTS, name)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        d = json.load(f)
+    return d if isinstance(d, dict) and key in d else None     # None: an older format
+
+
+def _model_label(m, cfg):
+    return (f"{m} (D{cfg['dim']}, L{cfg['depth']}, H{cfg['heads']}, MLP{cfg['mlp_dim']})"
+            if cfg else m)
+
+
+def train_table(ts):
+    """Markdown for train_step.json (the subprocess-per-framework format)."""
+    if not ts or not any("peak_rss_mib" in b for m in ts["models"].values()
+                         for b in m["backends"].values()):
+        return ("*No results in the current format: run `python benchmarks/train_step.py`, "
+                "then this script.*\n")
+    peak = ts.get("numpy_matmul_gflops")
+    load = ts.get("load_average") or [None, None]
+    lines = [f"Batch {ts['batch']}, float32, {ts['threads']} threads, {ts['cpu_count']} CPU "
+             f"cores; medians over {ts['rounds']} rounds × {ts['steps']} steps; NumPy float32 "
+             f"matmul peak in the same run: **{peak:.0f} GFLOP/s**"
+             + (f"; load average {load[0][0]:.1f} → {load[1][0]:.1f}" if all(load) else "")
+             + (f"; PyTorch {ts['torch_version']}" if ts.get("torch_version") else "") + ".",
+             "",
+             "| model | framework | train img/s | train GFLOP/s (% of peak) | inference img/s "
+             "| inference GFLOP/s (% of peak) | peak RSS |",
+             "|---|---|---|---|---|---|---|"]
+    for m, r in ts["models"].items():
+        first = True
+        for fw, v in r["backends"].items():
+            label = _model_label(m, r.get("config")) if first else ""
+            first = False
+            if "error" in v:
+                lines.append(f"| {label} | {NAMES.get(fw, fw)} | failed: {v['error']} | | | | |")
+                continue
+            lines.append(
+                f"| {label} | {NAMES.get(fw, fw)} | {v['train_img_s']:.0f} | "
+                f"{v['train_gflops']:.0f} ({v['train_pct_of_matmul_peak']:.0f}%) | "
+                f"{v['infer_img_s']:.0f} | {v['infer_gflops']:.0f} "
+                f"({v['infer_pct_of_matmul_peak']:.0f}%) | {v['peak_rss_mib']:.0f} MiB |")
+    lines.append("")
+    for m, r in ts["models"].items():
+        parts = [f"{pair.split('/')[1]}: train {q['train']:.2f}×, inference {q['infer']:.2f}×"
+                 for pair, q in r.get("ratios", {}).items()]
+        if parts:
+            lines.append(f"- {m}, minivit numba vs " + "; vs ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def profile_table(before, after):
+    """Markdown: per-op ms per training step (and GFLOP/s for the matmuls), before/after."""
+    if not after:
+        return "*No profile: run `python benchmarks/profile_step.py`, then this script.*\n"
+    out = []
+    for m, ra in after["models"].items():
+        a = ra.get("numba")
+        b = ra.get("numba-old") or (before or {}).get("models", {}).get(m, {}).get("numba")
+        if ra.get("numba-old"):
+            before = after
+        if not a:
+            continue
+        hdr = f"**{m}**, batch {after['batch']}, {after['threads']} threads — ms per training step"
+        if b:
+            hdr += (f": {b['step_ms']:.0f} ms before → {a['step_ms']:.0f} ms after "
+                    f"({after.get('commit') or 'this tree'}{_load_note(after)})")
+        out += [hdr, "", "| op (phase) | calls | ms before | ms after | GFLOP/s before | "
+                "GFLOP/s after |", "|---|---|---|---|---|---|"]
+        labels = sorted(set(a["ops"]) | set(b["ops"] if b else ()),
+                        key=lambda k: -max(a["ops"].get(k, {}).get("ms", 0),
+                                           (b["ops"].get(k, {}).get("ms", 0) if b else 0)))
+        for k in labels:
+            oa, ob = a["ops"].get(k), (b["ops"].get(k) if b else None)
+            if max((oa or {}).get("ms", 0), (ob or {}).get("ms", 0)) < 0.0005 * a["step_ms"]:
+                continue                          # < 0.05% of the step: not worth a row
+            gf = lambda o: f"{o['gflops']:.0f}" if o and o.get("gflops") else ""   # noqa: E731
+            ms = lambda o: f"{o['ms']:.1f}" if o else "—"                          # noqa: E731
+            phase = (oa or ob)["phase"]
+            out.append(f"| `{k}` ({phase}) | {(oa or ob)['calls']} | {ms(ob)} | {ms(oa)} | "
+                       f"{gf(ob)} | {gf(oa)} |")
+        glue_before = f"{b['other_ms']:.1f}" if b else "—"
+        out.append(f"| Python glue between ops | | {glue_before} | {a['other_ms']:.1f} | | |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def _load_note(d):
+    la = d.get("load_average")
+    return f", load average {la[0]:.1f}" if la else ""
+
+
+def ab_table(ab):
+    """Markdown: the in-process A/B speed-ups of ab_kernels.json."""
+    if not ab:
+        return "*No A/B results: run `python benchmarks/ab_kernels.py`, then this script.*\n"
+    la = ab.get("load_average")
+    lines = [f"In-process A/B (`benchmarks/ab_kernels.py`, {ab['reps']} alternations, batch "
+             f"{ab['batch']}, {ab['threads']} threads"
+             + (f", load average {la[0]:.1f}" if la else "") + "), old path time / new path "
+             "time (medians):", "",
+             "| change | cifar10-tiny | cifar10-small |", "|---|---|---|"]
+    if "pool" in ab:
+        lines.append("| training step (fwd+bwd): gemms from Numba's pool vs NumPy `@` on "
+                     "OpenBLAS's pool | " + " | ".join(
+                         f"{ab['pool'][m]['speedup']:.2f}×" for m in ("cifar10-tiny", "cifar10-small")) + " |")
+    if "attn" in ab:
+        for k in ("forward", "backward"):
+            lines.append(f"| attention {k}: strided BLAS gemms vs hand-written loops | " +
+                         " | ".join(f"{ab['attn'][m][k]['speedup']:.2f}×"
+                                    for m in ("cifar10-tiny", "cifar10-small")) + " |")
+    if "exp" in ab:
+        lines.append(f"| float32 exp of softmax/GELU: float32 constants vs float64-promoted "
+                     f"polynomial ((8320, 65) rows; max rel. error {ab['exp']['max_rel_err_new']:.1e}"
+                     f" vs {ab['exp']['max_rel_err_old']:.1e}) | {ab['exp']['speedup']:.2f}× | |")
+    if "epi" in ab:
+        lines += ["", "Rows per gemm call before a bias/GELU epilogue (`epi_rows`; "
+                  "0 = one block per thread), median ms:", "",
+                  "| layer | " + " | ".join(next(iter(ab["epi"].values())).keys()) + " |",
+                  "|---|" + "---|" * len(next(iter(ab["epi"].values())))]
+        for name, r in ab["epi"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{v['median_ms']:.1f}" for v in r.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render():
+    ts = _load("train_step.json")
+    ab = _load("ab_kernels.json", key="reps")
+    before, after = _load("profile_step_before.json"), _load("profile_step.json")
+    return "\n".join([
+        BEGIN,
+        "<!-- generated by benchmarks/readme_tables.py from benchmarks/results/*.json; "
+        "do not edit by hand -->",
+        "",
+        train_table(ts),
+        "Per-op profile of one training step of the numba backend "
+        "(`benchmarks/profile_step.py`, medians over steps; before = main's path before "
+        "issue 14: NumPy `@` on OpenBLAS's own thread pool and hand-written attention "
+        "loops; after = every gemm issued from Numba's pool; the two alternate step by step "
+        "in one process; the float32-exp fix is shared by both, see the A/B table for it):",
+        "",
+        profile_table(before, after),
+        ab_table(ab),
+        END])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--readme", default=os.path.join(os.path.dirname(HERE), "README.md"))
+    ap.add_argument("--check", action="store_true")
+    a = ap.parse_args(argv)
+    with open(a.readme) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        print(f"{a.readme}: markers {BEGIN} … {END} not found", file=sys.stderr)
+        return 2
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    new = head + render() + tail
+    if a.check:
+        ok = new == text
+        print("README performance tables are " + ("up to date" if ok else "STALE"))
+        return 0 if ok else 1
+    with open(a.readme, "w") as f:
+        f.write(new)
+    print(f"updated {a.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
