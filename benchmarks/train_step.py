@@ -100,10 +100,7 @@ def _minivit_runner(cfg, backend, threads):
 
     def infer(x):
         out = m.forward(x)
-        if hasattr(m, "clear_cache"):
-            m.clear_cache()
-        else:                                # older minivit
-            m._cache = {}
+        m.clear_cache()
         return out
     return train, infer
 
