@@ -228,6 +228,14 @@ def compile_one(job):
     Returns a dict of resources, or ``{"error": ...}``."""
     factory, fargs, kernel, sig, cc = job
     from numba import cuda
+    from numba.cuda import dispatcher
+
+    class _Device:                  # no GPU here: the cc being compiled for
+        compute_capability = tuple(cc)
+    # A kernel calling a @cuda.jit(device=True) function compiles that function on first
+    # use for the *current device's* cc, which needs a driver; compile_ptx itself only
+    # needs NVVM. Answer with the target cc instead.
+    dispatcher.get_current_device = lambda: _Device()
 
     from minivit.backends import cuda_kernels as ck
     try:

@@ -45,13 +45,6 @@ def _cdiv(a, b):
     return (a + b - 1) // b
 
 
-def _pow2_at_least(n):
-    p = 1
-    while p < n:
-        p *= 2
-    return p
-
-
 class Workspace:
     """A pool of device buffers keyed by (shape, dtype).
 
@@ -459,8 +452,8 @@ class CudaBackend:
 
     # ------------------------------------------------------------------ attention
     def _attn(self, dtype, Dh):
-        t = self.tiles
-        return attention_kernels(np.dtype(dtype), t.attn_bq, t.attn_bkv, _pow2_at_least(Dh))
+        """The attention kernels specialised for head width D_h (compiled on first use)."""
+        return attention_kernels(np.dtype(dtype), int(Dh), self.tiles)
 
     def mhsa_core_forward(self, qkv, H):
         """qkv: (B, N, 3D) from the fused projection → out: (B, N, D) (heads concatenated,
@@ -477,7 +470,7 @@ class CudaBackend:
         scale = qkv.dtype.type(1.0 / math.sqrt(Dh))
         ak = self._attn(qkv.dtype, Dh)
         if N:
-            ak.attn_fwd[(_cdiv(N, ak.bq), H, B), ak.bq](qkv, out, lse, N, H, Dh, scale)
+            ak.attn_fwd[(_cdiv(N, ak.T), H, B), ak.threads](qkv, out, lse, N, H, scale)
         return out, {"qkv": qkv, "out": out, "lse": lse, "H": H, "scale": scale}
 
     def mhsa_core_backward(self, dout, cache):
@@ -491,10 +484,10 @@ class CudaBackend:
         dqkv = self._empty(qkv.shape, qkv.dtype)
         if N:
             g, b = self._ew(B * H * N)
-            ak.attn_bwd_delta[g, b](dout, out, delta, N, H, Dh)
-            grid = (_cdiv(N, ak.bq), H, B)
-            ak.attn_bwd_dkdv[grid, ak.bq](qkv, dout, lse, delta, dqkv, N, H, Dh, scale)
-            ak.attn_bwd_dq[grid, ak.bq](qkv, dout, lse, delta, dqkv, N, H, Dh, scale)
+            ak.attn_bwd_delta[g, b](dout, out, delta, N, H)
+            grid = (_cdiv(N, ak.T), H, B)
+            ak.attn_bwd_dkdv[grid, ak.threads](qkv, dout, lse, delta, dqkv, N, H, scale)
+            ak.attn_bwd_dq[grid, ak.threads](qkv, dout, lse, delta, dqkv, N, H, scale)
         return dqkv
 
     def attention_probs(self, cache):
@@ -506,7 +499,7 @@ class CudaBackend:
         P = self._empty((B, H, N, N), qkv.dtype)
         if P.size:
             g, b = self._ew(int(P.size))
-            self._attn(qkv.dtype, Dh).attn_probs[g, b](qkv, lse, P, N, H, Dh, scale)
+            self._attn(qkv.dtype, Dh).attn_probs[g, b](qkv, lse, P, N, H, scale)
         return P.copy_to_host()
 
     # ------------------------------------------------------------------ loss
