@@ -11,7 +11,7 @@ DATA   ?= ../shared/data
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,oracle]"
+	$(PY) -m pip install -q -e ".[dev,oracle,cuda]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -28,6 +28,9 @@ cifar10-60min: venv
 bench: venv
 	$(PY) benchmarks/train_step.py
 
+# tests: the CPU suite (with the CUDA compile gate, tests/test_cuda_compile.py, which
+# needs the real CUDA target), then the CUDA backend under numba's simulator (which must
+# be switched on before numba is imported, hence a process of its own).
 test: venv
 	$(PY) -m pytest -q tests
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/cuda

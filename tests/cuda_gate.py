@@ -127,6 +127,11 @@ def record(path):
             return type(ns)(**d)
         return wrapped
 
+    # Kernels do not run, so buffers keep their initial contents: zeros rather than
+    # np.empty garbage, so that host-side arithmetic on returned scalars (the gradient
+    # norm's square root) sees sane numbers.
+    cb.cuda.device_array = lambda shape, dtype=np.float64, **kw: cb.cuda.to_device(
+        np.zeros(shape, dtype))
     cb.kernels = wrap("kernels", ck.kernels)
     cb.attention_kernels = wrap("attention_kernels", ck.attention_kernels)
 
@@ -153,6 +158,7 @@ def record(path):
             SGD(model, lr=1e-2, momentum=0.0 if opt == "sgd-plain" else 0.9,
                 weight_decay=1e-4, nesterov=opt == "sgd-nesterov").step()
         be.asarray(model.params["head.bias"], "float64" if dtype == "float32" else "float32")
+        be.gelu_forward(model.params["head.bias"], kw["gelu"])   # the unfused GELU
     Path(path).write_text(json.dumps(launches))
     return launches
 
@@ -333,7 +339,7 @@ def launched_everything(launches):
 
     from minivit.backends import cuda_kernels as ck
     names = set()
-    for ns in (ck.kernels(np.dtype("float32")), ck.attention_kernels(np.dtype("float32"), 32)):
+    for ns in (ck.kernels(np.dtype("float32")), ck.attention_kernels(np.dtype("float32"), 8)):
         names |= {k for k, v in vars(ns).items() if hasattr(v, "py_func")}
     return sorted(names - {ln["kernel"] for ln in launches})
 
@@ -342,7 +348,7 @@ def write_table(rows, path=RESULTS):
     """Write the per-kernel table (JSON, sorted, stable across runs)."""
     import numba
     import numba_cuda
-    keep = ("kernel", "dtype", "fargs", "cc", "threads", "regs", "smem", "stack",
+    keep = ("kernel", "factory", "dtype", "fargs", "cc", "threads", "regs", "smem", "stack",
             "spill_st", "spill_ld", "blocks_per_sm", "error", "sig")
     rows = sorted(({k: r[k] for k in keep if k in r} for r in rows),
                   key=lambda r: (r["kernel"], r["dtype"], str(r["fargs"]), r["cc"], r["sig"]))

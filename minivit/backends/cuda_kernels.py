@@ -88,6 +88,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
     # as a literal, but not an expression computed inside the kernel (BM + 1 there is
     # a plain int64 and `cuda.shared.array` refuses to compile).
     BM1 = BM + 1
+    RMN = RM * RN
     NT = TY * TX
     A_LOADS = (BM * BK + NT - 1) // NT
     B_LOADS = (BK * BN + NT - 1) // NT
@@ -154,7 +155,12 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         return r
 
     # ------------------------------------------------------------------ matmul
-    @cuda.jit
+    # At most 65536 / (2·NT) registers per thread (launch bounds: NT threads, 2 resident
+    # blocks per multiprocessor), so two 256-thread blocks fit an SM and one block's
+    # K-slab loads overlap the other's arithmetic. The simulator takes no launch bounds.
+    mm_opts = {} if numba.config.ENABLE_CUDASIM else dict(launch_bounds=(NT, 2))
+
+    @cuda.jit(**mm_opts)
     def matmul(A, Bm, bias, C, Hpre, M, N, K, trans_a, trans_b, has_bias, act):
         """C (M, N) = act(op(A) · op(B) + bias). op(A) = A (M, K) or, trans_a, Aᵀ with
         A (K, M); op(B) = B (K, N) or, trans_b, Bᵀ with B (N, K). bias: (N,) used when
@@ -168,7 +174,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         # zeros outside the matrix, so any M, N, K work.
         As = cuda.shared.array((BK, BM1), F)
         Bs = cuda.shared.array((BK, BN), F)
-        acc = cuda.local.array((RM, RN), F)
+        acc = cuda.local.array(RMN, F)          # acc[i·RN + j], in registers
         af = cuda.local.array(RM, F)
         bf = cuda.local.array(RN, F)
         ty = cuda.threadIdx.y
@@ -176,9 +182,8 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         tid = ty * TX + tx
         m0 = cuda.blockIdx.y * BM
         n0 = cuda.blockIdx.x * BN
-        for i in range(RM):
-            for j in range(RN):
-                acc[i, j] = ZERO
+        for i in range(RMN):
+            acc[i] = ZERO
         for k0 in range(0, K, BK):
             for r in range(A_LOADS):
                 e = tid + r * NT
@@ -218,7 +223,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                     bf[j] = Bs[kk, tx + TX * j]
                 for i in range(RM):
                     for j in range(RN):
-                        acc[i, j] += af[i] * bf[j]
+                        acc[i * RN + j] += af[i] * bf[j]
             cuda.syncthreads()
         for i in range(RM):
             gm = m0 + ty + TY * i
@@ -226,13 +231,24 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 for j in range(RN):
                     gn = n0 + tx + TX * j
                     if gn < N:
-                        v = acc[i, j]
+                        v = acc[i * RN + j]
                         if has_bias:
                             v += bias[gn]
                         if act == 0:
                             C[gm, gn] = v
                         else:
                             Hpre[gm, gn] = v
+        # GELU in a second pass over this thread's own outputs, read back from Hpre: with
+        # the GELU inlined 16 times the loop above is too big to unroll (float64 erf),
+        # and an acc indexed in a rolled loop lives in local memory, not registers.
+        if act != 0:
+            for i in range(RM):
+                gm = m0 + ty + TY * i
+                if gm < M:
+                    for j in range(RN):
+                        gn = n0 + tx + TX * j
+                        if gn < N:
+                            v = Hpre[gm, gn]
                             C[gm, gn] = gelu_tanh(v) if act == 1 else gelu_erf(v)
 
     # ------------------------------------------------------------------ elementwise

@@ -352,3 +352,24 @@ def test_float64_kernels(be_small, rng):
                                  up(be, bb, np.float64))
     close(be, yl, yl_ref, F64)
     _attention_check(be, rng, 2, 5, 2, 3, np.float64, F64)
+
+
+# ---------------------------------------------------------------------- attention tiling
+def test_attention_tiles_fit_static_shared_memory():
+    """Float64 and wide heads get smaller tiles (or more threads per row) so that every
+    attention kernel fits 48 KiB of static shared memory and its per-thread accumulators
+    fit registers: the sizes the compile gate (tests/test_cuda_compile.py) assembles."""
+    from minivit.backends.cuda_kernels import (DEFAULT_TILES, SMALL_TILES, _attn_smem_bytes,
+                                               attention_tile)
+    want = {(np.float32, 32): (32, 4), (np.float32, 64): (32, 4), (np.float32, 80): (16, 4),
+            (np.float64, 32): (16, 4), (np.float64, 64): (16, 4), (np.float64, 80): (16, 8),
+            (np.float64, 128): (8, 8)}
+    for (dt, dh), tg in want.items():
+        T, G = attention_tile(dt, dh, DEFAULT_TILES)
+        assert (T, G) == tg, (dt, dh)
+        dw = -(-dh // G) * G + 1
+        assert _attn_smem_bytes(T, dw, np.dtype(dt).itemsize) <= 48 * 1024
+        assert -(-dh // G) * np.dtype(dt).itemsize <= 128       # accumulator row bytes
+    # the simulator's tiny tiles shrink in float64 too, so the tests run that path
+    assert attention_tile(np.float32, 3, SMALL_TILES) == (4, 2)
+    assert attention_tile(np.float64, 3, SMALL_TILES) == (2, 2)
