@@ -19,9 +19,11 @@ import, from ``NUMBA_ENABLE_CUDASIM``):
    shared memory, stack frame and spills per kernel. :func:`check` then applies the
    hardware limits at the recorded launch size.
 
-Run as a script it prints the table and writes ``benchmarks/results/cuda_resources.json``:
+Run as a script it prints the README's table and writes
+``benchmarks/results/cuda_resources.json`` (the test does the same):
 
     python tests/cuda_gate.py            # both phases
+    python tests/cuda_gate.py table      # the README table from the JSON
 """
 from __future__ import annotations
 
@@ -56,28 +58,29 @@ SMEM_RESERVED = 1024        # the driver reserves 1 KiB of shared memory per blo
 # ---------------------------------------------------------------------------- phase 1
 def _configs():
     """(name, ViTConfig kwargs, dtype, batch, optimizer) of the driven models: tiny, but
-    covering every head width of the presets (D_h = 32, 64, 80) in both dtypes and every
-    code path of the backend."""
+    covering every head width of the presets (D_h = 32, 64, 80) in both dtypes (and
+    D_h = 128 in float64) and every code path of the backend."""
     from minivit.config import PRESETS
     head_widths = sorted({p["dim"] // p["heads"] for p in PRESETS.values()})
     base = dict(image_size=8, channels=3, patch_size=4, depth=1, num_classes=10)
     out = []
-    variants = [
-        dict(head_type="linear", gelu="tanh", pos_embed="learned-1d"),
-        dict(head_type="pre-logits", gelu="erf", pos_embed="learned-2d", stride=2),
-        dict(head_type="linear", gelu="erf", pos_embed="none", stride=2),
-        dict(head_type="pre-logits", gelu="tanh", pos_embed="learned-1d"),
-    ]
     i = 0
     for dh in head_widths:
         for dtype in ("float32", "float64"):
-            v = variants[i % len(variants)]
-            heads = 1 + (i % 2)
-            kw = dict(base, dim=dh * heads, heads=heads, mlp_dim=2 * dh * heads, **v)
+            # the options vary independently of the dtype, so each meets both dtypes
+            kw = dict(base, dim=dh * (1 + i % 2), heads=1 + i % 2,
+                      mlp_dim=2 * dh * (1 + i % 2),
+                      pos_embed=("learned-1d", "learned-2d", "none")[i % 3],
+                      head_type=("linear", "pre-logits")[(i // 2) % 2],
+                      gelu="tanh" if i % 4 in (0, 3) else "erf",
+                      stride=None if i % 3 == 0 else 2)            # 2 < P: overlapping
             batch = (1, 2, 3)[i % 3]
-            opt = ("adamw", "sgd-nesterov", "sgd-plain")[i % 3]
+            opt = ("adamw", "sgd-nesterov", "sgd-plain", "adamw")[i % 4]
             out.append((f"D_h={dh} {dtype} B={batch}", kw, dtype, batch, opt))
             i += 1
+    # beyond the presets: D_h = 128 in float64, the hardest case of the attention tiling
+    out.append(("D_h=128 float64 B=2", dict(base, dim=128, heads=1, mlp_dim=64, stride=2),
+                "float64", 2, "adamw"))
     return out
 
 
@@ -158,7 +161,7 @@ def record(path):
             SGD(model, lr=1e-2, momentum=0.0 if opt == "sgd-plain" else 0.9,
                 weight_decay=1e-4, nesterov=opt == "sgd-nesterov").step()
         be.asarray(model.params["head.bias"], "float64" if dtype == "float32" else "float32")
-        be.gelu_forward(model.params["head.bias"], kw["gelu"])   # the unfused GELU
+        be.gelu_forward(model.params["head.bias"], cfg.gelu)    # the unfused GELU
     Path(path).write_text(json.dumps(launches))
     return launches
 
@@ -365,27 +368,39 @@ def write_table(rows, path=RESULTS):
     path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
-def markdown(rows, cc="9.0"):
-    """One line per kernel and dtype (worst case over its signatures) for the README."""
-    best = {}
+def markdown(rows):
+    """The README's table: one line per kernel, worst case over its signatures and head
+    widths, float32 / float64; registers and shared memory as assembled for sm_90."""
+    agg = {}
     for r in rows:
-        if r["cc"] != cc or "error" in r:
+        if "error" in r:
             continue
-        k = (r["kernel"], r["dtype"])
-        cur = best.setdefault(k, dict(regs=0, smem=0, stack=0, bps=99, thr=set(), dh=set()))
-        cur["regs"] = max(cur["regs"], r["regs"])
-        cur["smem"] = max(cur["smem"], r["smem"])
-        cur["stack"] = max(cur["stack"], r["stack"])
-        cur["bps"] = min(cur["bps"], r["blocks_per_sm"])
-        cur["thr"] |= set(r["threads"])
-        if r["factory"] == "attention_kernels":
-            cur["dh"].add(r["fargs"][0])
-    lines = [f"| kernel | dtype | threads/block | registers | static shared (B) | stack (B) "
-             f"| blocks/SM (sm_{cc.replace('.', '')}) |", "|---|---|---|---|---|---|---|"]
-    for (k, dt), c in sorted(best.items()):
-        name = k + (f" (D_h {', '.join(map(str, sorted(c['dh'])))})" if c["dh"] else "")
-        lines.append(f"| {name} | {dt.lstrip('<=|')} | {', '.join(map(str, sorted(c['thr'])))} "
-                     f"| {c['regs']} | {c['smem']} | {c['stack']} | {c['bps']} |")
+        k = agg.setdefault(r["kernel"], dict(thr=set(), dh=set(), regs={}, smem={},
+                                             stack=0, bps={}))
+        dt = "f4" if "f4" in r["dtype"] else "f8"
+        k["thr"] |= set(r["threads"])
+        if r["kernel"].startswith("attn_"):
+            k["dh"].add(r["fargs"][0])
+        k["stack"] = max(k["stack"], r["stack"], r["spill_st"])
+        if r["cc"] == "9.0":
+            k["regs"][dt] = max(k["regs"].get(dt, 0), r["regs"])
+            k["smem"][dt] = max(k["smem"].get(dt, 0), r["smem"])
+        key = (r["cc"], dt)
+        k["bps"][key] = min(k["bps"].get(key, 99), r["blocks_per_sm"])
+
+    def pair(d, a, b):
+        return " / ".join(str(d[x]) if x in d else "–" for x in (a, b))
+
+    lines = ["| kernel | threads/block | registers f32 / f64 | static shared B f32 / f64 "
+             "| stack + spills B | blocks/SM sm_80 f32 / f64 | blocks/SM sm_90 f32 / f64 |",
+             "|---|---|---|---|---|---|---|"]
+    for name, k in sorted(agg.items()):
+        label = name + (f" (D_h {', '.join(map(str, sorted(k['dh'])))})" if k["dh"] else "")
+        lines.append(
+            f"| {label} | {', '.join(map(str, sorted(k['thr'])))} | {pair(k['regs'], 'f4', 'f8')} "
+            f"| {pair(k['smem'], 'f4', 'f8')} | {k['stack']} "
+            f"| {pair(k['bps'], ('8.0', 'f4'), ('8.0', 'f8'))} "
+            f"| {pair(k['bps'], ('9.0', 'f4'), ('9.0', 'f8'))} |")
     return "\n".join(lines)
 
 
@@ -394,7 +409,6 @@ def main():
     rows = compile_all(launches)
     write_table(rows)
     print(markdown(rows))
-    print(markdown(rows, "8.0"))
     missing = launched_everything(launches)
     bad = check(rows)
     for b in bad:
@@ -407,5 +421,7 @@ def main():
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "record":
         record(sys.argv[2])
+    elif len(sys.argv) > 1 and sys.argv[1] == "table":
+        print(markdown(json.loads(RESULTS.read_text())["rows"]))
     else:
         sys.exit(main())

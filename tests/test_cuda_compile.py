@@ -35,7 +35,7 @@ def test_every_kernel_is_launched(gate):
     dts = {a[1] for ln in launches for a in ln["fargs"] if a[0] == "dtype"}
     assert dts == {"<f4", "<f8"}
     widths = {ln["fargs"][1][1] for ln in launches if ln["factory"] == "attention_kernels"}
-    assert widths == {32, 64, 80}
+    assert widths >= {32, 64, 80}                 # D_h of every preset
 
 
 def test_every_signature_compiles_within_hardware_limits(gate):
