@@ -94,6 +94,7 @@ def record(path):
     from minivit import ViT, ViTConfig
     from minivit.backends import cuda_backend as cb
     from minivit.backends import cuda_kernels as ck
+    from minivit.ops.masked import corruption_plan
     from minivit.optim import SGD, AdamW, clip_grad_norm
 
     launches = []
@@ -162,6 +163,12 @@ def record(path):
                 weight_decay=1e-4, nesterov=opt == "sgd-nesterov").step()
         be.asarray(model.params["head.bias"], "float64" if dtype == "float32" else "float32")
         be.gelu_forward(model.params["head.bias"], cfg.gelu)    # the unfused GELU
+        # masked patch prediction's corruption op and its adjoint
+        N, D = cfg.num_patches, cfg.dim
+        plan = corruption_plan(B, N, rng, mask_ratio=1.0, p_mask=0.5, p_random=0.5)
+        ec, cc = be.corruption_forward(be.asarray(np.zeros((B, N, D)), dtype),
+                                       model.params["cls_token"].reshape(D), plan)
+        be.corruption_backward(ec, cc)
     Path(path).write_text(json.dumps(launches))
     return launches
 

@@ -26,6 +26,7 @@ from numba import cuda
 
 from .. import ops
 from ..errors import ConfigError
+from ..ops.masked import MASK, RANDOM
 from .cuda_kernels import (ACT_GELU_ERF, ACT_GELU_TANH, ACT_NONE, DEFAULT_TILES, RED_NONFINITE,
                            RED_SUM, RED_SUMSQ, Tiles, attention_kernels, kernels)
 
@@ -576,3 +577,50 @@ class CudaBackend:
     def all_finite(self, x):
         """True when no element of x is NaN or ±inf (one scalar comes down)."""
         return self._reduce(x, RED_NONFINITE) == 0.0
+
+    # ------------------------------------------------------------------ masked patch prediction
+    def corruption_forward(self, e, mask_token, plan):
+        """Masked patch prediction's corruption (paper §4.6) on the device, the
+        :func:`minivit.ops.masked.corruption_forward` contract: e: (B, N, D) patch
+        embeddings; mask_token: (D,) the learned [mask] embedding; plan: a host
+        ``CorruptionPlan`` for (B, N). Returns e': (B, N, D) and the cache."""
+        self._check(e), self._check(mask_token)
+        B, N, D = (int(s) for s in e.shape)
+        kind = np.asarray(plan.kind)
+        if kind.shape != (B, N):
+            raise ConfigError(f"corruption plan is for {kind.shape}, embeddings are {(B, N)}")
+        if tuple(mask_token.shape) != (D,):
+            raise ConfigError(f"mask token must have shape ({D},), got {tuple(mask_token.shape)}")
+        kind = kind.astype(np.int8).reshape(-1)
+        source = np.asarray(plan.source, dtype=np.int64).reshape(-1)
+        kind_d = self.asarray(kind)
+        out = self._empty((B, N, D), e.dtype)
+        g, b = self._ew(B * N * D)
+        self._k(e.dtype).corrupt_fwd[g, b](self._rows(e), mask_token, kind_d,
+                                           self.asarray(source), self._rows(out))
+        return out, (kind, source, kind_d)
+
+    def corruption_backward(self, dout, cache):
+        """dout: (B, N, D) gradient w.r.t. e' → de: (B, N, D), dmask: (D,), as
+        :func:`minivit.ops.masked.corruption_backward` (a copied embedding receives the
+        gradient of every position it was copied to)."""
+        kind, source, kind_d = cache
+        self._check(dout)
+        B, N, D = (int(s) for s in dout.shape)
+        k = self._k(dout.dtype)
+        # copies of each source p as CSR (positions q sorted by p), for a gather kernel
+        q = np.flatnonzero(kind == RANDOM)
+        p = source[q]
+        order = np.argsort(p, kind="stable")
+        rptr = np.zeros(B * N + 1, dtype=np.int64)
+        np.cumsum(np.bincount(p, minlength=B * N), out=rptr[1:])
+        rsrc = np.ascontiguousarray(q[order], dtype=np.int64)
+        de = self._empty((B, N, D), dout.dtype)
+        g, b = self._ew(B * N * D)
+        k.corrupt_bwd[g, b](self._rows(dout), kind_d, self.asarray(rptr),
+                            self.asarray(rsrc), self._rows(de))
+        dmask = self._empty((D,), dout.dtype)
+        masked = np.flatnonzero(kind == MASK).astype(np.int64)
+        g, b = self._ew(D)
+        k.rows_sum[g, b](self._rows(dout), self.asarray(masked), dmask)
+        return de, dmask

@@ -689,7 +689,62 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 dcol[cc, k] = s
             idx += st
 
+    # ------------------------------------------------------------------ masked patches (§4.6)
+    @cuda.jit
+    def corrupt_fwd(e, mask, kind, source, out):
+        """Patch corruption of masked patch prediction, rows p of e, out: (R, D), R = B·N:
+        out[p] = mask (kind 1), e[source[p]] (kind 2: a random other patch's uncorrupted
+        embedding) or e[p] (kinds 0, 3). mask: (D,); kind: (R,) int8; source: (R,)."""
+        R, D = out.shape
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < R * D:
+            p = idx // D
+            d = idx - p * D
+            k = kind[p]
+            if k == 1:
+                out[p, d] = mask[d]
+            elif k == 2:
+                out[p, d] = e[source[p], d]
+            else:
+                out[p, d] = e[p, d]
+            idx += st
+
+    @cuda.jit
+    def corrupt_bwd(dout, kind, rptr, rsrc, de):
+        """Adjoint of corrupt_fwd for the embeddings: de[p] = dout[p] where p was kept
+        (kinds 0, 3), else 0, plus dout[q] of every q that copied p (kind 2). The copies
+        of p are rsrc[rptr[p]:rptr[p+1]] (CSR built on the host), so the scatter-add is
+        a gather: no atomics, a deterministic sum. dout, de: (R, D)."""
+        R, D = de.shape
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < R * D:
+            p = idx // D
+            d = idx - p * D
+            k = kind[p]
+            acc = dout[p, d] if (k == 0 or k == 3) else ZERO
+            for c in range(rptr[p], rptr[p + 1]):
+                acc += dout[rsrc[c], d]
+            de[p, d] = acc
+            idx += st
+
+    @cuda.jit
+    def rows_sum(X, rows, out):
+        """out (D,) = Σ_k X[rows[k], :], X: (R, D): the [mask] token's gradient, the sum
+        over the masked positions. One thread per column (coalesced across threads)."""
+        D = out.shape[0]
+        d = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while d < D:
+            acc = ZERO
+            for k in range(rows.shape[0]):
+                acc += X[rows[k], d]
+            out[d] = acc
+            d += st
+
     return SimpleNamespace(
+        corrupt_fwd=corrupt_fwd, corrupt_bwd=corrupt_bwd, rows_sum=rows_sum,
         matmul=matmul, fill=fill, copy=copy, copy2d=copy2d, add=add, scale=scale,
         gelu_fwd=gelu_fwd, gelu_bwd=gelu_bwd, tanh_fwd=tanh_fwd, tanh_bwd=tanh_bwd,
         adamw=adamw, sgd=sgd, reduce=reduce, col_sum=col_sum, ln_param_grads=ln_param_grads,
@@ -759,6 +814,25 @@ def attention_kernels(dtype, dh: int, tiles: Tiles = DEFAULT_TILES) -> SimpleNam
     if T % G:
         raise ValueError(f"attention tile T={T} must be a multiple of Tiles.attn_g={G}")
 
+    @cuda.jit(device=True)
+    def stage_tile(X, Y, b, r0, xo, yo, N, Xs, Ys, t):
+        """Xs[r, d] = X[b, r0 + r, xo + d] and Ys[r, d] = Y[b, r0 + r, yo + d] for the T
+        rows of a tile and d < D_h, zeros past row N; by the NT threads of the block."""
+        for e in range(t, T * DH, NT):
+            r = e // DH
+            d = e - r * DH
+            ok = r0 + r < N
+            Xs[r, d] = X[b, r0 + r, xo + d] if ok else ZERO
+            Ys[r, d] = Y[b, r0 + r, yo + d] if ok else ZERO
+
+    @cuda.jit(device=True)
+    def stage_rows(lse, delta, b, h, r0, N, Ls, Dl, t):
+        """Ls[r] = lse[b, h, r0 + r], Dl[r] = delta[b, h, r0 + r] (zeros past N)."""
+        for r in range(t, T, NT):
+            ok = r0 + r < N
+            Ls[r] = lse[b, h, r0 + r] if ok else ZERO
+            Dl[r] = delta[b, h, r0 + r] if ok else ZERO
+
     @cuda.jit
     def attn_fwd(qkv, out, lse, N, H, scale):
         """out[b, i, head h] = Σ_j softmax_j(s·q_i·k_j) v_j and lse[b, h, i] = log Σ_j
@@ -791,12 +865,7 @@ def attention_kernels(dtype, dh: int, tiles: Tiles = DEFAULT_TILES) -> SimpleNam
         m = NEG_INF
         l = ZERO
         for j0 in range(0, N, T):
-            for e in range(t, T * DH, NT):             # key/value tile, zeros past N
-                jj = e // DH
-                d = e - jj * DH
-                ok = j0 + jj < N
-                Ks[jj, d] = qkv[b, j0 + jj, ko + d] if ok else ZERO
-                Vs[jj, d] = qkv[b, j0 + jj, vo + d] if ok else ZERO
+            stage_tile(qkv, qkv, b, j0, ko, vo, N, Ks, Vs, t)   # key/value tile
             cuda.syncthreads()
             for k in range(KT):
                 jj = g + G * k
@@ -903,26 +972,13 @@ def attention_kernels(dtype, dh: int, tiles: Tiles = DEFAULT_TILES) -> SimpleNam
         qo = h * DH
         ko = D + qo
         vo = 2 * D + qo
-        for e in range(t, T * DH, NT):
-            jj = e // DH
-            d = e - jj * DH
-            ok = j0 + jj < N
-            Ks[jj, d] = qkv[b, j0 + jj, ko + d] if ok else ZERO
-            Vs[jj, d] = qkv[b, j0 + jj, vo + d] if ok else ZERO
+        stage_tile(qkv, qkv, b, j0, ko, vo, N, Ks, Vs, t)      # the block's keys
         for r in range(R):
             dk[r] = ZERO
             dv[r] = ZERO
         for i0 in range(0, N, T):
-            for e in range(t, T * DH, NT):             # query tile, zeros past N
-                ii = e // DH
-                d = e - ii * DH
-                ok = i0 + ii < N
-                Qs[ii, d] = qkv[b, i0 + ii, qo + d] if ok else ZERO
-                dOs[ii, d] = dout[b, i0 + ii, qo + d] if ok else ZERO
-            for ii in range(t, T, NT):
-                ok = i0 + ii < N
-                Ls[ii] = lse[b, h, i0 + ii] if ok else ZERO
-                Dl[ii] = delta[b, h, i0 + ii] if ok else ZERO
+            stage_tile(qkv, dout, b, i0, qo, qo, N, Qs, dOs, t)   # query tile
+            stage_rows(lse, delta, b, h, i0, N, Ls, Dl, t)
             cuda.syncthreads()
             for k in range(KT):
                 ii = g + G * k
@@ -972,25 +1028,12 @@ def attention_kernels(dtype, dh: int, tiles: Tiles = DEFAULT_TILES) -> SimpleNam
         qo = h * DH
         ko = D + qo
         vo = 2 * D + qo
-        for e in range(t, T * DH, NT):
-            ii = e // DH
-            d = e - ii * DH
-            ok = i0 + ii < N
-            Qs[ii, d] = qkv[b, i0 + ii, qo + d] if ok else ZERO
-            dOs[ii, d] = dout[b, i0 + ii, qo + d] if ok else ZERO
-        for ii in range(t, T, NT):
-            ok = i0 + ii < N
-            Ls[ii] = lse[b, h, i0 + ii] if ok else ZERO
-            Dl[ii] = delta[b, h, i0 + ii] if ok else ZERO
+        stage_tile(qkv, dout, b, i0, qo, qo, N, Qs, dOs, t)       # the block's queries
+        stage_rows(lse, delta, b, h, i0, N, Ls, Dl, t)
         for r in range(R):
             dq[r] = ZERO
         for j0 in range(0, N, T):
-            for e in range(t, T * DH, NT):
-                jj = e // DH
-                d = e - jj * DH
-                ok = j0 + jj < N
-                Ks[jj, d] = qkv[b, j0 + jj, ko + d] if ok else ZERO
-                Vs[jj, d] = qkv[b, j0 + jj, vo + d] if ok else ZERO
+            stage_tile(qkv, qkv, b, j0, ko, vo, N, Ks, Vs, t)
             cuda.syncthreads()
             for k in range(KT):
                 jj = g + G * k

@@ -373,3 +373,28 @@ def test_attention_tiles_fit_static_shared_memory():
     # the simulator's tiny tiles shrink in float64 too, so the tests run that path
     assert attention_tile(np.float32, 3, SMALL_TILES) == (4, 2)
     assert attention_tile(np.float64, 3, SMALL_TILES) == (2, 2)
+
+
+# ---------------------------------------------------------------------- masked patch prediction
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_patch_corruption_matches_numpy(be_small, rng, dtype):
+    """The [mask] / random-copy corruption of masked patch prediction and its adjoint
+    (including a source copied to several positions, and positions whose own embedding
+    is replaced) against minivit.ops.masked."""
+    from minivit.ops import masked
+    B, N, D = 2, 6, 5
+    plan = masked.corruption_plan(B, N, rng, mask_ratio=0.9, p_mask=0.4, p_random=0.5)
+    plan.source.reshape(-1)[np.flatnonzero(plan.kind == masked.RANDOM)[:2]] = 3
+    assert (plan.kind == masked.MASK).any() and (plan.kind == masked.RANDOM).sum() >= 2
+    e = rng.standard_normal((B, N, D))
+    mask = rng.standard_normal(D)
+    dout = rng.standard_normal((B, N, D))
+    out_ref, c_ref = masked.corruption_forward(e, mask, plan)
+    de_ref, dmask_ref = masked.corruption_backward(dout, c_ref)
+    tol = F64 if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    out, c = be_small.corruption_forward(up(be_small, e, dtype), up(be_small, mask, dtype),
+                                         plan)
+    close(be_small, out, out_ref, tol)
+    de, dmask = be_small.corruption_backward(up(be_small, dout, dtype), c)
+    close(be_small, de, de_ref, tol)
+    close(be_small, dmask, dmask_ref, tol)
