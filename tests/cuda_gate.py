@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import re
 import subprocess
@@ -299,7 +300,10 @@ def compile_all(launches, workers=2):
         key = json.dumps([ln["factory"], ln["fargs"], ln["kernel"], ln["sig"]])
         groups.setdefault(key, set()).add(math.prod(ln["block"]))
     jobs = [tuple(json.loads(k)) + (cc,) for k in groups for cc in CCS]
-    with ProcessPoolExecutor(max_workers=workers) as ex:
+    # spawn, not fork: the caller may be a pytest process with threads (fork would copy
+    # their held locks); each worker imports numba-cuda afresh
+    with ProcessPoolExecutor(max_workers=workers,
+                             mp_context=multiprocessing.get_context("spawn")) as ex:
         results = list(ex.map(compile_one, jobs))
     rows = []
     for job, res in zip(jobs, results):
