@@ -170,6 +170,11 @@ def record(path):
         ec, cc = be.corruption_forward(be.asarray(np.zeros((B, N, D)), dtype),
                                        model.params["cls_token"].reshape(D), plan)
         be.corruption_backward(ec, cc)
+        # ... and the rest of masked patch prediction: the head's token slice, the loss
+        t = be.take_patch_tokens(be.asarray(np.zeros((B, N + 1, D)), dtype))
+        be.take_patch_tokens_backward(t, (B, N + 1, D))
+        mp = be.asarray(np.zeros((B, N, 16)), dtype)
+        be.masked_patch_loss(mp, rng.integers(0, 16, (B, N)), plan.corrupted)
     Path(path).write_text(json.dumps(launches))
     return launches
 

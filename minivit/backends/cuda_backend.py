@@ -239,6 +239,28 @@ class CudaBackend:
         self._k(dy.dtype).cls_scatter[g, b](dy, dz)
         return dz
 
+    def take_patch_tokens(self, z):
+        """z: (B, N+1, D) → the patch tokens z[:, 1:]: (B, N, D) (the MPP head reads them)."""
+        self._check(z)
+        B, N1, D = (int(s) for s in z.shape)
+        out = self._empty((B, N1 - 1, D), z.dtype)
+        if out.size:
+            g, b = self._ew(int(out.size))
+            self._k(z.dtype).tokens_bwd_de[g, b](z, out)    # the same shift: out[b, n] = z[b, n+1]
+        return out
+
+    def take_patch_tokens_backward(self, dy, z_shape):
+        """dy: (B, N, D) → dz: (B, N+1, D) = z_shape, zero on the class token."""
+        self._check(dy)
+        z_shape = tuple(int(s) for s in z_shape)
+        dz = self._empty(z_shape, dy.dtype)
+        D = z_shape[2]
+        g, b = self._ew(int(np.prod(z_shape)))
+        # tokens_fwd with a zero class token and no position embedding is exactly this
+        self._k(dy.dtype).tokens_fwd[g, b](dy, self.zeros((D,), dy.dtype),
+                                           self._dummy(2, dy.dtype), dz, False)
+        return dz
+
     # ------------------------------------------------------------------ Eq. 1
     def patches_forward(self, images, P, S=None):
         """images: (B, H, W, C) → patches: (B, N, P·P·C), (h, w, c) order, and the cache."""
@@ -624,3 +646,31 @@ class CudaBackend:
         g, b = self._ew(D)
         k.rows_sum[g, b](self._rows(dout), self.asarray(masked), dmask)
         return de, dmask
+
+    def masked_patch_loss(self, logits, targets, corrupted):
+        """logits: (B, N, 512) device; targets: host (B, N) ints; corrupted: host (B, N)
+        bool → (mean cross-entropy over the M corrupted patches, dlogits (B, N, 512) =
+        (p − onehot)/M on them, 0 elsewhere), as :func:`minivit.ops.masked.masked_patch_loss`.
+        The corrupted rows are gathered, go through the softmax cross-entropy kernel,
+        and their gradient is scattered back into zeros."""
+        self._check(logits, "logits")
+        B, N, K = (int(s) for s in logits.shape)
+        targets = np.asarray(self.to_host(targets))
+        corrupted = np.asarray(self.to_host(corrupted), dtype=bool)
+        if targets.shape != (B, N) or corrupted.shape != (B, N):
+            raise ConfigError(f"targets {targets.shape} and corrupted {corrupted.shape} must "
+                              f"both be {(B, N)}")
+        if targets.dtype.kind not in "iu":
+            raise ConfigError(f"targets must be integers, got dtype {targets.dtype}")
+        k = self._k(logits.dtype)
+        dlogits = self.zeros((B, N, K), logits.dtype)
+        rows = np.flatnonzero(corrupted.reshape(-1)).astype(np.int64)
+        if rows.size == 0:
+            return 0.0, dlogits
+        rows_d = self.asarray(rows)
+        Z = self._empty((rows.size, K), logits.dtype)
+        g, b = self._ew(int(Z.size))
+        k.gather_rows[g, b](self._rows(logits), rows_d, Z)
+        loss, dZ = self.softmax_cross_entropy(Z, targets.reshape(-1)[rows])
+        k.scatter_rows[g, b](dZ, rows_d, self._rows(dlogits))
+        return loss, dlogits

@@ -743,8 +743,32 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
             out[d] = acc
             d += st
 
+    @cuda.jit
+    def gather_rows(X, rows, out):
+        """out[k] = X[rows[k]]: X (R, C) → out (K, C), e.g. the corrupted patches' logits."""
+        K, Cc = out.shape
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < K * Cc:
+            k = idx // Cc
+            out[k, idx - k * Cc] = X[rows[k], idx - k * Cc]
+            idx += st
+
+    @cuda.jit
+    def scatter_rows(Y, rows, out):
+        """out[rows[k]] = Y[k]: the adjoint of gather_rows for distinct rows (out zeroed
+        first). Y: (K, C), out: (R, C)."""
+        K, Cc = Y.shape
+        idx = cuda.grid(1)
+        st = cuda.gridDim.x * cuda.blockDim.x
+        while idx < K * Cc:
+            k = idx // Cc
+            out[rows[k], idx - k * Cc] = Y[k, idx - k * Cc]
+            idx += st
+
     return SimpleNamespace(
         corrupt_fwd=corrupt_fwd, corrupt_bwd=corrupt_bwd, rows_sum=rows_sum,
+        gather_rows=gather_rows, scatter_rows=scatter_rows,
         matmul=matmul, fill=fill, copy=copy, copy2d=copy2d, add=add, scale=scale,
         gelu_fwd=gelu_fwd, gelu_bwd=gelu_bwd, tanh_fwd=tanh_fwd, tanh_bwd=tanh_bwd,
         adamw=adamw, sgd=sgd, reduce=reduce, col_sum=col_sum, ln_param_grads=ln_param_grads,

@@ -398,3 +398,31 @@ def test_patch_corruption_matches_numpy(be_small, rng, dtype):
     de, dmask = be_small.corruption_backward(up(be_small, dout, dtype), c)
     close(be_small, de, de_ref, tol)
     close(be_small, dmask, dmask_ref, tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_masked_patch_loss_and_token_slices_match_numpy(be_small, rng, dtype):
+    """The MPP head's patch-token slice (and its adjoint) and the loss over the
+    corrupted patches only, against minivit.ops.masked and NumPy slicing."""
+    from minivit.ops import masked
+    be = be_small
+    B, N, K, D = 2, 5, 7, 3
+    tol = F64 if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    z = rng.standard_normal((B, N + 1, D))
+    close(be, be.take_patch_tokens(up(be, z, dtype)), z[:, 1:], tol)
+    dz = be.take_patch_tokens_backward(up(be, z[:, 1:], dtype), z.shape)
+    want = z.copy()
+    want[:, 0] = 0.0
+    close(be, dz, want, tol)
+    logits = rng.standard_normal((B, N, K)) * 3
+    targets = rng.integers(0, K, (B, N))
+    corrupted = rng.random((B, N)) < 0.5
+    corrupted[0, 0], corrupted[1, 4] = True, False
+    loss_ref, d_ref = masked.masked_patch_loss(logits, targets, corrupted)
+    loss, d = be.masked_patch_loss(up(be, logits, dtype), targets, corrupted)
+    assert loss == pytest.approx(loss_ref, rel=1e-10 if dtype == np.float64 else 1e-5)
+    close(be, d, d_ref, tol)
+    loss0, d0 = be.masked_patch_loss(up(be, logits, dtype), targets, np.zeros((B, N), bool))
+    assert loss0 == 0.0 and not be.to_host(d0).any()
+    with pytest.raises(ConfigError, match="targets"):
+        be.masked_patch_loss(up(be, logits, dtype), targets[:1], corrupted)
