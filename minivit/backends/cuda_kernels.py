@@ -25,6 +25,8 @@ import numba
 import numpy as np
 from numba import cuda
 
+from ..ops import activations as _act
+
 
 class Tiles(NamedTuple):
     """Compile-time tile sizes.
@@ -76,11 +78,12 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
     F = numba.from_dtype(dt)
     c = dt.type
     ZERO, ONE, HALF, NEG_INF = c(0.0), c(1.0), c(0.5), c(-np.inf)
-    SQRT_2_OVER_PI = c(math.sqrt(2.0 / math.pi))
-    INV_SQRT_2 = c(1.0 / math.sqrt(2.0))
-    INV_SQRT_2PI = c(1.0 / math.sqrt(2.0 * math.pi))
-    GC = c(0.044715)
-    GC3 = c(3.0 * 0.044715)
+    # The GELU constants of minivit.ops.activations (written once there), cast to dt.
+    SQRT_2_OVER_PI = c(_act.SQRT_2_OVER_PI)
+    INV_SQRT_2 = c(_act.INV_SQRT_2)
+    INV_SQRT_2PI = c(_act.INV_SQRT_2PI)
+    GC = c(_act.GELU_C)
+    GC3 = c(3.0 * _act.GELU_C)
 
     TY, TX, RM, RN, BK = tiles.mm_ty, tiles.mm_tx, tiles.mm_rm, tiles.mm_rn, tiles.mm_bk
     BM, BN = TY * RM, TX * RN
@@ -256,95 +259,66 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
     def fill(x, val):
         """x: (n,) ← val."""
         # grid-stride, one element per thread per step
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             x[i] = val
-            i += st
 
     @cuda.jit
     def copy(x, out):
         """out: (n,) ← x: (n,) (casts when the dtypes differ)."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             out[i] = x[i]
-            i += st
 
     @cuda.jit
     def copy2d(x, out):
         """out: (R, C) ← x: (R, C), x possibly a strided view (e.g. z[:, 0, :])."""
         # grid-stride over the R·C outputs, row-major so writes coalesce
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
         R, Cc = out.shape
-        while i < R * Cc:
+        for i in range(cuda.grid(1), R * Cc, cuda.gridsize(1)):
             r = i // Cc
             out[r, i - r * Cc] = x[r, i - r * Cc]
-            i += st
 
     @cuda.jit
     def add(a, b, out):
         """out = a + b, all (n,): the residual connections of Eq. 2–3."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < out.shape[0]:
+        for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
             out[i] = a[i] + b[i]
-            i += st
 
     @cuda.jit
     def scale(x, s):
         """x ← s·x in place, (n,)."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             x[i] *= s
-            i += st
 
     @cuda.jit
     def gelu_fwd(x, out, act):
         """out = GELU(x), (n,); act 1: tanh form, 2: erf form."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             out[i] = gelu_tanh(x[i]) if act == 1 else gelu_erf(x[i])
-            i += st
 
     @cuda.jit
     def gelu_bwd(dy, x, dx, act):
         """dx = dy · GELU'(x), (n,), the derivative recomputed from the pre-activation x."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             dx[i] = dy[i] * (dgelu_tanh(x[i]) if act == 1 else dgelu_erf(x[i]))
-            i += st
 
     @cuda.jit
     def tanh_fwd(x, out):
         """out = tanh(x), (n,)."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             out[i] = math.tanh(x[i])
-            i += st
 
     @cuda.jit
     def tanh_bwd(dy, y, dx):
         """dx = dy·(1 − y²) with y = tanh(x), (n,)."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < y.shape[0]:
+        for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
             dx[i] = dy[i] * (ONE - y[i] * y[i])
-            i += st
 
     @cuda.jit
     def adamw(p, g, m, v, decay, beta1, beta2, omb1, omb2, inv_sqrt_bc2, step_size, eps):
         """AdamW in place on p, m, v (all (n,)), torch's arithmetic:
         p ← p·decay; m ← β1 m + (1−β1) g; v ← β2 v + (1−β2) g²;
         p ← p − step_size · m / (√v · inv_sqrt_bc2 + eps), step_size = lr / bc1."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < p.shape[0]:
+        for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
             gi = g[i]
             mi = m[i] * beta1 + omb1 * gi
             vi = v[i] * beta2 + omb2 * (gi * gi)
@@ -352,16 +326,13 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
             v[i] = vi
             denom = math.sqrt(vi) * inv_sqrt_bc2 + eps
             p[i] = p[i] * decay - step_size * (mi / denom)
-            i += st
 
     @cuda.jit
     def sgd(p, g, buf, lr, momentum, wd, nesterov, has_buf):
         """SGD with momentum in place on p (and buf), all (n,), torch semantics:
         d = g + wd·p; buf ← momentum·buf + d; p ← p − lr·(d + momentum·buf if nesterov
         else buf). Without has_buf: p ← p − lr·d."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < p.shape[0]:
+        for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
             d = g[i] + wd * p[i]
             if has_buf:
                 b = momentum * buf[i] + d
@@ -371,7 +342,6 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 else:
                     d = b
             p[i] = p[i] - lr * d
-            i += st
 
     @cuda.jit
     def reduce(x, partial, mode):
@@ -381,10 +351,8 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         # EW threads per block, grid-stride accumulation then a shared-memory tree
         red = cuda.shared.array(EW, F)
         t = cuda.threadIdx.x
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
         acc = ZERO
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             v = x[i]
             if mode == 0:
                 acc += v
@@ -392,7 +360,6 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 acc += v * v
             elif math.isnan(v) or math.isinf(v):
                 acc += ONE
-            i += st
         red[t] = acc
         cuda.syncthreads()
         s = EW // 2
@@ -556,9 +523,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         # one thread per output element, grid-stride, row-major so writes coalesce
         B, N, PPC = out.shape
         Cc = img.shape[3]
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * N * PPC:
+        for idx in range(cuda.grid(1), B * N * PPC, cuda.gridsize(1)):
             f = idx % PPC
             n = (idx // PPC) % N
             b = idx // (PPC * N)
@@ -568,7 +533,6 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
             gy = n // gw
             gx = n - gy * gw
             out[b, n, f] = img[b, gy * S + pi, gx * S + pj, ch]
-            idx += st
 
     @cuda.jit
     def patches_bwd(dp, dimg, P, S, gh, gw):
@@ -577,9 +541,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         # The scatter-add written as a gather: one thread per pixel visits the ≤ ⌈P/S⌉²
         # patches that cover it, so there are no atomics and the sum is deterministic.
         B, Hh, Ww, Cc = dimg.shape
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * Hh * Ww * Cc:
+        for idx in range(cuda.grid(1), B * Hh * Ww * Cc, cuda.gridsize(1)):
             ch = idx % Cc
             xx = (idx // Cc) % Ww
             yy = (idx // (Cc * Ww)) % Hh
@@ -593,7 +555,6 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 for gx in range(gx0, gx1 + 1):
                     acc += dp[b, gy * gw + gx, ((yy - gy * S) * P + (xx - gx * S)) * Cc + ch]
             dimg[b, yy, xx, ch] = acc
-            idx += st
 
     # ------------------------------------------------------------------ tokens (Eq. 1)
     @cuda.jit
@@ -601,9 +562,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         """z[b, 0] = cls (+ pos[0]); z[b, n+1] = e[b, n] (+ pos[n+1]).
         e: (B, N, D), cls: (D,), pos: (N+1, D), z: (B, N+1, D)."""
         B, N1, D = z.shape
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * N1 * D:
+        for idx in range(cuda.grid(1), B * N1 * D, cuda.gridsize(1)):
             d = idx % D
             n = (idx // D) % N1
             b = idx // (D * N1)
@@ -611,33 +570,26 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
             if has_pos:
                 v += pos[n, d]
             z[b, n, d] = v
-            idx += st
 
     @cuda.jit
     def tokens_bwd_de(dz, de):
         """de[b, n] = dz[b, n+1]: dz (B, N+1, D) → de (B, N, D)."""
         B, N, D = de.shape
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * N * D:
+        for idx in range(cuda.grid(1), B * N * D, cuda.gridsize(1)):
             d = idx % D
             n = (idx // D) % N
             b = idx // (D * N)
             de[b, n, d] = dz[b, n + 1, d]
-            idx += st
 
     @cuda.jit
     def cls_scatter(dy, dz):
         """dz[b, 0] = dy[b], dz[b, n>0] = 0: dy (B, D) → dz (B, N+1, D)."""
         B, N1, D = dz.shape
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * N1 * D:
+        for idx in range(cuda.grid(1), B * N1 * D, cuda.gridsize(1)):
             d = idx % D
             n = (idx // D) % N1
             b = idx // (D * N1)
             dz[b, n, d] = dy[b, d] if n == 0 else ZERO
-            idx += st
 
     @cuda.jit
     def pos2d_fwd(pcls, row, col, pos):
@@ -646,9 +598,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         T, D = pos.shape
         half = row.shape[1]
         gw = col.shape[0]
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < T * D:
+        for idx in range(cuda.grid(1), T * D, cuda.gridsize(1)):
             d = idx % D
             n = idx // D
             if n == 0:
@@ -658,7 +608,6 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 cc = (n - 1) - r * gw
                 v = row[r, d] if d < half else col[cc, d - half]
             pos[n, d] = v
-            idx += st
 
     @cuda.jit
     def pos2d_bwd(dpos, dcls, drow, dcol):
@@ -668,9 +617,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         D = dpos.shape[1]
         gh, half = drow.shape
         gw = dcol.shape[0]
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < D + (gh + gw) * half:
+        for idx in range(cuda.grid(1), D + (gh + gw) * half, cuda.gridsize(1)):
             if idx < D:
                 dcls[0, idx] = dpos[0, idx]
             elif idx < D + gh * half:
@@ -687,7 +634,6 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 for r in range(gh):
                     s += dpos[1 + r * gw + cc, half + k]
                 dcol[cc, k] = s
-            idx += st
 
     # ------------------------------------------------------------------ masked patches (§4.6)
     @cuda.jit
@@ -696,9 +642,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         out[p] = mask (kind 1), e[source[p]] (kind 2: a random other patch's uncorrupted
         embedding) or e[p] (kinds 0, 3). mask: (D,); kind: (R,) int8; source: (R,)."""
         R, D = out.shape
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < R * D:
+        for idx in range(cuda.grid(1), R * D, cuda.gridsize(1)):
             p = idx // D
             d = idx - p * D
             k = kind[p]
@@ -708,7 +652,6 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 out[p, d] = e[source[p], d]
             else:
                 out[p, d] = e[p, d]
-            idx += st
 
     @cuda.jit
     def corrupt_bwd(dout, kind, rptr, rsrc, de):
@@ -717,9 +660,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         of p are rsrc[rptr[p]:rptr[p+1]] (CSR built on the host), so the scatter-add is
         a gather: no atomics, a deterministic sum. dout, de: (R, D)."""
         R, D = de.shape
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < R * D:
+        for idx in range(cuda.grid(1), R * D, cuda.gridsize(1)):
             p = idx // D
             d = idx - p * D
             k = kind[p]
@@ -727,44 +668,34 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
             for c in range(rptr[p], rptr[p + 1]):
                 acc += dout[rsrc[c], d]
             de[p, d] = acc
-            idx += st
 
     @cuda.jit
     def rows_sum(X, rows, out):
         """out (D,) = Σ_k X[rows[k], :], X: (R, D): the [mask] token's gradient, the sum
         over the masked positions. One thread per column (coalesced across threads)."""
         D = out.shape[0]
-        d = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while d < D:
+        for d in range(cuda.grid(1), D, cuda.gridsize(1)):
             acc = ZERO
             for k in range(rows.shape[0]):
                 acc += X[rows[k], d]
             out[d] = acc
-            d += st
 
     @cuda.jit
     def gather_rows(X, rows, out):
         """out[k] = X[rows[k]]: X (R, C) → out (K, C), e.g. the corrupted patches' logits."""
         K, Cc = out.shape
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < K * Cc:
+        for idx in range(cuda.grid(1), K * Cc, cuda.gridsize(1)):
             k = idx // Cc
             out[k, idx - k * Cc] = X[rows[k], idx - k * Cc]
-            idx += st
 
     @cuda.jit
     def scatter_rows(Y, rows, out):
         """out[rows[k]] = Y[k]: the adjoint of gather_rows for distinct rows (out zeroed
         first). Y: (K, C), out: (R, C)."""
         K, Cc = Y.shape
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < K * Cc:
+        for idx in range(cuda.grid(1), K * Cc, cuda.gridsize(1)):
             k = idx // Cc
             out[rows[k], idx - k * Cc] = Y[k, idx - k * Cc]
-            idx += st
 
     return SimpleNamespace(
         corrupt_fwd=corrupt_fwd, corrupt_bwd=corrupt_bwd, rows_sum=rows_sum,
@@ -939,9 +870,7 @@ def attention_kernels(dtype, dh: int, tiles: Tiles = DEFAULT_TILES) -> SimpleNam
         # one thread per matrix entry, grid-stride
         B = P.shape[0]
         D = H * DH
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * H * N * N:
+        for idx in range(cuda.grid(1), B * H * N * N, cuda.gridsize(1)):
             j = idx % N
             i = (idx // N) % N
             h = (idx // (N * N)) % H
@@ -950,16 +879,13 @@ def attention_kernels(dtype, dh: int, tiles: Tiles = DEFAULT_TILES) -> SimpleNam
             for d in range(DH):
                 s += qkv[b, i, h * DH + d] * qkv[b, j, D + h * DH + d]
             P[b, h, i, j] = math.exp(s * scale - lse[b, h, i])
-            idx += st
 
     @cuda.jit
     def attn_bwd_delta(dout, out, delta, N, H):
         """delta[b, h, i] = dO_i · O_i  (= Σ_j P_ij dP_ij, the softmax-backward row term)."""
         # one thread per (b, h, i), grid-stride
         B = dout.shape[0]
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * H * N:
+        for idx in range(cuda.grid(1), B * H * N, cuda.gridsize(1)):
             i = idx % N
             h = (idx // N) % H
             b = idx // (N * H)
@@ -967,7 +893,6 @@ def attention_kernels(dtype, dh: int, tiles: Tiles = DEFAULT_TILES) -> SimpleNam
             for d in range(DH):
                 s += dout[b, i, h * DH + d] * out[b, i, h * DH + d]
             delta[b, h, i] = s
-            idx += st
 
     @cuda.jit
     def attn_bwd_dkdv(qkv, dout, lse, delta, dqkv, N, H, scale):
