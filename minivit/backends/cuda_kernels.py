@@ -67,42 +67,29 @@ ACT_NONE, ACT_GELU_TANH, ACT_GELU_ERF = 0, 1, 2
 # Modes of the reduce kernel.
 RED_SUM, RED_SUMSQ, RED_NONFINITE = 0, 1, 2
 
-
-@lru_cache(maxsize=None)
-def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
-    """All kernels (except attention, see :func:`attention_kernels`) for one float dtype
-    and tile configuration, as attributes of a namespace. Built and cached on first use."""
-    dt = np.dtype(dtype)
+def _scalars(dt):
+    """(F, ZERO, ONE, HALF, NEG_INF): the numba type of float dtype dt and the scalars
+    every kernel uses, typed dt so no bare literal promotes a float32 kernel to float64."""
     if dt not in (np.float32, np.float64):
         raise TypeError(f"CUDA kernels support float32 and float64, got {dt}")
-    F = numba.from_dtype(dt)
     c = dt.type
-    ZERO, ONE, HALF, NEG_INF = c(0.0), c(1.0), c(0.5), c(-np.inf)
+    return numba.from_dtype(dt), c(0.0), c(1.0), c(0.5), c(-np.inf)
+
+
+@lru_cache(maxsize=None)
+def _device(dt, tiles: Tiles) -> SimpleNamespace:
+    """The device functions shared by the kernel factories: GELU (both forms) and its
+    derivative, and the tree sum / max over a block of ``tiles.row`` threads."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
     # The GELU constants of minivit.ops.activations (written once there), cast to dt.
+    c = dt.type
     SQRT_2_OVER_PI = c(_act.SQRT_2_OVER_PI)
     INV_SQRT_2 = c(_act.INV_SQRT_2)
     INV_SQRT_2PI = c(_act.INV_SQRT_2PI)
     GC = c(_act.GELU_C)
     GC3 = c(3.0 * _act.GELU_C)
-
-    TY, TX, RM, RN, BK = tiles.mm_ty, tiles.mm_tx, tiles.mm_rm, tiles.mm_rn, tiles.mm_bk
-    BM, BN = TY * RM, TX * RN
-    # Shared-array shapes must be compile-time literals: numba types a closure integer
-    # as a literal, but not an expression computed inside the kernel (BM + 1 there is
-    # a plain int64 and `cuda.shared.array` refuses to compile).
-    BM1 = BM + 1
-    RMN = RM * RN
-    NT = TY * TX
-    A_LOADS = (BM * BK + NT - 1) // NT
-    B_LOADS = (BK * BN + NT - 1) // NT
     RT = tiles.row
-    CX, CY = tiles.col_x, tiles.col_y
-    EW = tiles.ew
-    for name, v in (("row", RT), ("ew", EW)):
-        if v & (v - 1):
-            raise ValueError(f"Tiles.{name} must be a power of two, got {v}")
 
-    # ------------------------------------------------------------------ device helpers
     @cuda.jit(device=True)
     def gelu_tanh(x):
         # GELU, tanh form: 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))
@@ -156,8 +143,26 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         r = red[0]
         cuda.syncthreads()
         return r
+    return SimpleNamespace(gelu_tanh=gelu_tanh, gelu_erf=gelu_erf, dgelu_tanh=dgelu_tanh,
+                           dgelu_erf=dgelu_erf, block_sum=block_sum, block_max=block_max)
 
-    # ------------------------------------------------------------------ matmul
+
+def _matmul(dt, tiles: Tiles) -> dict:
+    """The tiled matmul with fused bias and GELU epilogue (Eq. 2–3's linear layers)."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
+    dev = _device(dt, tiles)
+    gelu_tanh, gelu_erf = dev.gelu_tanh, dev.gelu_erf
+    TY, TX, RM, RN, BK = tiles.mm_ty, tiles.mm_tx, tiles.mm_rm, tiles.mm_rn, tiles.mm_bk
+    BM, BN = TY * RM, TX * RN
+    # Shared-array shapes must be compile-time literals: numba types a closure integer
+    # as a literal, but not an expression computed inside the kernel (BM + 1 there is
+    # a plain int64 and `cuda.shared.array` refuses to compile).
+    BM1 = BM + 1
+    RMN = RM * RN
+    NT = TY * TX
+    A_LOADS = (BM * BK + NT - 1) // NT
+    B_LOADS = (BK * BN + NT - 1) // NT
+
     # At most 65536 / (2·NT) registers per thread (launch bounds: NT threads, 2 resident
     # blocks per multiprocessor), so two 256-thread blocks fit an SM and one block's
     # K-slab loads overlap the other's arithmetic. The simulator takes no launch bounds.
@@ -253,8 +258,17 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                         if gn < N:
                             v = Hpre[gm, gn]
                             C[gm, gn] = gelu_tanh(v) if act == 1 else gelu_erf(v)
+    return dict(matmul=matmul, BM=BM, BN=BN)
 
-    # ------------------------------------------------------------------ elementwise
+
+def _elementwise(dt, tiles: Tiles) -> dict:
+    """Grid-stride kernels over flat (n,) views: copies, the residual add, the activations
+    and the optimizer steps."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
+    dev = _device(dt, tiles)
+    gelu_tanh, gelu_erf = dev.gelu_tanh, dev.gelu_erf
+    dgelu_tanh, dgelu_erf = dev.dgelu_tanh, dev.dgelu_erf
+
     @cuda.jit
     def fill(x, val):
         """x: (n,) ← val."""
@@ -343,6 +357,16 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                     d = b
             p[i] = p[i] - lr * d
 
+    return dict(fill=fill, copy=copy, copy2d=copy2d, add=add, scale=scale, gelu_fwd=gelu_fwd,
+                gelu_bwd=gelu_bwd, tanh_fwd=tanh_fwd, tanh_bwd=tanh_bwd, adamw=adamw, sgd=sgd)
+
+
+def _reductions(dt, tiles: Tiles) -> dict:
+    """The grid-wide reduce and the column sums (bias and LayerNorm parameter gradients)."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
+    EW = tiles.ew
+    CX, CY = tiles.col_x, tiles.col_y
+
     @cuda.jit
     def reduce(x, partial, mode):
         """partial[block] = Σ over this block's grid-stride share of f(x), x: (n,),
@@ -427,6 +451,16 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 sb += pb[k, tx]
             dgamma[col] = sg
             dbeta[col] = sb
+
+    return dict(reduce=reduce, col_sum=col_sum, ln_param_grads=ln_param_grads)
+
+
+def _row_kernels(dt, tiles: Tiles) -> dict:
+    """One block per row: LayerNorm forward/backward and softmax cross-entropy."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
+    dev = _device(dt, tiles)
+    block_sum, block_max = dev.block_sum, dev.block_max
+    RT = tiles.row
 
     # ------------------------------------------------------------------ LayerNorm
     @cuda.jit
@@ -514,6 +548,15 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
             tot = block_sum(red, t, acc)
             if t == 0:
                 rowloss[b] = tot
+
+    return dict(layernorm_fwd=layernorm_fwd, layernorm_bwd=layernorm_bwd,
+                softmax_xent=softmax_xent)
+
+
+def _embedding(dt, tiles: Tiles) -> dict:
+    """Patch extraction, token assembly ([class]; patches + positions) and the 2-D position
+    embedding (Eq. 1)."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
 
     # ------------------------------------------------------------------ patches (Eq. 1)
     @cuda.jit
@@ -635,6 +678,15 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                     s += dpos[1 + r * gw + cc, half + k]
                 dcol[cc, k] = s
 
+    return dict(patches_fwd=patches_fwd, patches_bwd=patches_bwd, tokens_fwd=tokens_fwd,
+                tokens_bwd_de=tokens_bwd_de, cls_scatter=cls_scatter, pos2d_fwd=pos2d_fwd,
+                pos2d_bwd=pos2d_bwd)
+
+
+def _masked(dt, tiles: Tiles) -> dict:
+    """Masked patch prediction (§4.6): corruption and row gather/scatter/sum."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
+
     # ------------------------------------------------------------------ masked patches (§4.6)
     @cuda.jit
     def corrupt_fwd(e, mask, kind, source, out):
@@ -697,16 +749,22 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
             k = idx // Cc
             out[rows[k], idx - k * Cc] = Y[k, idx - k * Cc]
 
-    return SimpleNamespace(
-        corrupt_fwd=corrupt_fwd, corrupt_bwd=corrupt_bwd, rows_sum=rows_sum,
-        gather_rows=gather_rows, scatter_rows=scatter_rows,
-        matmul=matmul, fill=fill, copy=copy, copy2d=copy2d, add=add, scale=scale,
-        gelu_fwd=gelu_fwd, gelu_bwd=gelu_bwd, tanh_fwd=tanh_fwd, tanh_bwd=tanh_bwd,
-        adamw=adamw, sgd=sgd, reduce=reduce, col_sum=col_sum, ln_param_grads=ln_param_grads,
-        layernorm_fwd=layernorm_fwd, layernorm_bwd=layernorm_bwd, softmax_xent=softmax_xent,
-        patches_fwd=patches_fwd, patches_bwd=patches_bwd, tokens_fwd=tokens_fwd,
-        tokens_bwd_de=tokens_bwd_de, cls_scatter=cls_scatter, pos2d_fwd=pos2d_fwd,
-        pos2d_bwd=pos2d_bwd, tiles=tiles, dtype=dt, BM=BM, BN=BN)
+    return dict(corrupt_fwd=corrupt_fwd, corrupt_bwd=corrupt_bwd, rows_sum=rows_sum,
+                gather_rows=gather_rows, scatter_rows=scatter_rows)
+
+
+@lru_cache(maxsize=None)
+def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
+    """All kernels (except attention, see :func:`attention_kernels`) for one float dtype
+    and tile configuration, as attributes of a namespace. Built and cached on first use."""
+    dt = np.dtype(dtype)
+    _scalars(dt)                                  # rejects other dtypes
+    for name, v in (("row", tiles.row), ("ew", tiles.ew)):
+        if v & (v - 1):
+            raise ValueError(f"Tiles.{name} must be a power of two, got {v}")
+    return SimpleNamespace(**_matmul(dt, tiles), **_elementwise(dt, tiles),
+                           **_reductions(dt, tiles), **_row_kernels(dt, tiles),
+                           **_embedding(dt, tiles), **_masked(dt, tiles), tiles=tiles, dtype=dt)
 
 
 def _attn_smem_bytes(T, DW, itemsize):
