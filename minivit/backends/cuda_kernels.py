@@ -2,12 +2,14 @@
 :mod:`minivit.ops` are the specification; :mod:`minivit.backends.cuda_backend` holds the
 host-side wrappers that pick launch configurations from shapes.
 
-Kernels are built by a factory, once per (dtype, :class:`Tiles`): every constant inside a
-kernel is a scalar of the array dtype and every accumulator is declared with it, so a
-float32 model computes in float32 on the GPU (a bare ``0.5`` literal would silently
-promote to float64) and a float64 model (gradient checks) in float64. The tile sizes are
-compile-time constants of the factory; the tests build the same kernel source with tiny
-tiles as well, so that multi-tile loops and ragged edges run under the CUDA simulator on
+Kernels are built by themed factories (matmul, elementwise, reductions, row kernels,
+embedding, masked patches), combined by :func:`kernels`, once per (dtype,
+:class:`Tiles`): every constant inside a kernel is a scalar of the array dtype and every
+accumulator is declared with it, so a float32 model computes in float32 on the GPU (a
+bare ``0.5`` literal would silently promote to float64) and a float64 model (gradient
+checks) in float64. The tile sizes are compile-time constants of the factory; the tests
+build the same kernel source with tiny tiles as well, so that multi-tile loops and
+ragged edges run under the CUDA simulator on
 shapes of a few elements.
 
 Conventions: ``B`` batch, ``N`` tokens, ``D`` width, ``H`` heads, ``D_h = D/H``, ``P``
