@@ -9,8 +9,7 @@ accumulator is declared with it, so a float32 model computes in float32 on the G
 bare ``0.5`` literal would silently promote to float64) and a float64 model (gradient
 checks) in float64. The tile sizes are compile-time constants of the factory; the tests
 build the same kernel source with tiny tiles as well, so that multi-tile loops and
-ragged edges run under the CUDA simulator on
-shapes of a few elements.
+ragged edges run under the CUDA simulator on shapes of a few elements.
 
 Conventions: ``B`` batch, ``N`` tokens, ``D`` width, ``H`` heads, ``D_h = D/H``, ``P``
 patch size, ``S`` stride, ``C`` classes (or channels for images), ``R`` rows of a 2-D
