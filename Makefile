@@ -14,7 +14,7 @@ DATA   ?= ../shared/data
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,oracle,mpi]"
+	$(PY) -m pip install -q -e ".[dev,oracle,mpi,cuda]"
 	touch $@
 
 $(VENV)/.runtime: pyproject.toml
@@ -50,6 +50,9 @@ bench: venv
 notebooks: venv
 	$(PY) notebooks/execute.py
 
+# tests: the CPU suite (with the CUDA compile gate, tests/test_cuda_compile.py, which
+# needs the real CUDA target), then the CUDA backend under numba's simulator (which must
+# be switched on before numba is imported, hence a process of its own).
 test: venv
 	$(PY) -m pytest -q tests
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/cuda

@@ -1,13 +1,20 @@
 """GPU benchmarks of the CUDA backend against cuBLAS / PyTorch, float32, TF32 off.
+The one script a session with a GPU runs (issue 11):
 
-    python benchmarks/gpu.py [--quick] [--out benchmarks/results/gpu.json]
+    python benchmarks/gpu.py [--quick] [--data-dir ../shared/data] [--out benchmarks/results/gpu.json]
 
+0. tests: the CUDA test suite on the real GPU (tests/cuda, simulator off).
 1. matmul: GFLOP/s of the tiled kernel (cuda_kernels.matmul) vs cuBLAS SGEMM (through
-   CuPy or PyTorch, whichever imports) for square M = N = K in 1024 … 8192.
+   CuPy or PyTorch, whichever imports) at the layer shapes of cifar10-tiny (batch 128)
+   and ViT-B/16 (batch 64), and for square M = N = K in 1024 … 8192. Aim: ≥ 50%.
 2. attention: fused forward + backward (flash-style kernels) vs torch SDPA, float32,
    on ViT-shaped problems.
 3. training: images/s of a full AdamW step (forward, loss, backward, update) for the
-   CIFAR presets, minivit on the cuda backend vs the same model in PyTorch CUDA eager.
+   CIFAR presets, minivit on the cuda backend vs the same model in PyTorch CUDA eager
+   (fp32, TF32 off). Aim: ≥ 0.5×.
+4. epoch: wall time of one CIFAR-10 epoch of cifar10-tiny through the CLI
+   (``minivit train --backend cuda``; includes the kernels' JIT compilation, reported
+   separately as the first epoch's overhead is not split out). Aim: < 30 s.
 
 Results are printed and written as JSON. Without a GPU (or under the simulator) it prints
 why and exits with status 0, writing nothing.
@@ -100,18 +107,29 @@ def time_torch(torch, fn, reps, warmup=2):
 
 
 # ---------------------------------------------------------------------- 1. matmul
-def bench_matmul(be, sizes, reps):
+# (name, M, K, N) of the linear layers: tokens × in → out, M = batch · (N + 1)
+LAYER_SHAPES = [
+    ("tiny qkv", 128 * 65, 128, 384), ("tiny proj", 128 * 65, 128, 128),
+    ("tiny fc1", 128 * 65, 128, 256), ("tiny fc2", 128 * 65, 256, 128),
+    ("b16 qkv", 64 * 197, 768, 2304), ("b16 fc1", 64 * 197, 768, 3072),
+    ("b16 fc2", 64 * 197, 3072, 768),
+]
+
+
+def bench_matmul(be, shapes, reps):
+    """shapes: (name, M, K, N) — C (M, N) = A (M, K) · B (K, N)."""
     torch, cupy = _torch(), _cupy()
     rows = []
-    for n in sizes:
+    for name, m, k, n in shapes:
         rng = np.random.default_rng(0)
-        a = rng.standard_normal((n, n), dtype=np.float32)
-        b = rng.standard_normal((n, n), dtype=np.float32)
-        da, db, dc = be.asarray(a), be.asarray(b), be.zeros((n, n), np.float32)
-        flops = 2.0 * n ** 3
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        da, db, dc = be.asarray(a), be.asarray(b), be.zeros((m, n), np.float32)
+        flops = 2.0 * m * k * n
         t = time_numba(lambda: be._matmul(da, db, dc), reps)
-        row = {"n": n, "minivit_gflops": flops / t / 1e9, "minivit_s": t}
-        if n <= 2048:                                   # spot-check correctness
+        row = {"shape": name, "M": m, "K": k, "N": n, "minivit_gflops": flops / t / 1e9,
+               "minivit_s": t}
+        if m * k <= 2048 * 2048:                        # spot-check correctness
             ref = a[:64].astype(np.float64) @ b.astype(np.float64)
             err = np.abs(be.to_host(dc)[:64] - ref).max() / np.abs(ref).max()
             row["max_rel_err_first_rows"] = float(err)
@@ -140,7 +158,7 @@ def bench_matmul(be, sizes, reps):
             row["cublas_gflops"] = flops / tt / 1e9
         if "cublas_gflops" in row:
             row["fraction_of_cublas"] = row["minivit_gflops"] / row["cublas_gflops"]
-        print(f"matmul {n:5d}: minivit {row['minivit_gflops']:9.1f} GFLOP/s"
+        print(f"matmul {name:10s} {m}x{k}x{n}: minivit {row['minivit_gflops']:9.1f} GFLOP/s"
               + (f"   cuBLAS ({row['cublas_via']}) {row['cublas_gflops']:9.1f} GFLOP/s"
                  f"   ratio {row['fraction_of_cublas']:.2f}" if "cublas_gflops" in row else ""))
         rows.append(row)
@@ -251,11 +269,54 @@ def bench_training(presets, batch, steps):
     return rows
 
 
+# ---------------------------------------------------------------------- 0. tests
+def run_cuda_tests():
+    """The CUDA test suite on the real GPU (the simulator off): pass/fail counts."""
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        str(ROOT / "tests" / "cuda")], env=env, capture_output=True,
+                       text=True, cwd=ROOT)
+    last = (r.stdout.strip().splitlines() or [""])[-1]
+    print(f"CUDA tests on the GPU: {last}")
+    return {"returncode": r.returncode, "summary": last,
+            "seconds": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------- 4. one epoch
+def time_epoch(data_dir, batch):
+    """Wall time of one cifar10-tiny epoch through the CLI on the cuda backend."""
+    import subprocess
+    import tempfile
+    if not (Path(data_dir) / "cifar-10-binary.tar.gz").exists() and \
+            not any(Path(data_dir).glob("cifar-10-batches-bin*")):
+        print(f"epoch: no CIFAR-10 in {data_dir}; skipped")
+        return {"skipped": f"no CIFAR-10 in {data_dir}"}
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "minivit.cli", "train", "--preset",
+                            "cifar10-tiny", "--epochs", "1", "--batch-size", str(batch),
+                            "--backend", "cuda", "--data-dir", str(data_dir), "--out",
+                            str(Path(out) / "run")], env=env, capture_output=True,
+                           text=True, cwd=ROOT)
+        wall = time.perf_counter() - t0
+    tail = r.stdout.strip().splitlines()[-3:] + r.stderr.strip().splitlines()[-3:]
+    print(f"epoch cifar10-tiny B={batch} on cuda: {wall:.1f} s (rc {r.returncode})")
+    return {"preset": "cifar10-tiny", "batch": batch, "wall_s": wall,
+            "returncode": r.returncode, "log_tail": tail}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu.json"))
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--skip-tests", action="store_true", help="no CUDA test suite run")
     args = ap.parse_args(argv)
 
     reason = gpu_or_reason()
@@ -267,7 +328,8 @@ def main(argv=None):
     from minivit.backends import get_backend
     be = get_backend("cuda")
     dev = cuda.get_current_device()
-    sizes = [1024, 2048] if args.quick else [1024, 2048, 4096, 8192]
+    square = [1024, 2048] if args.quick else [1024, 2048, 4096, 8192]
+    shapes = LAYER_SHAPES + [(f"square {n}", n, n, n) for n in square]
     reps = 3 if args.quick else 10
     cases = [(128, 65, 4, 32), (32, 197, 12, 64)]
     out = {
@@ -277,10 +339,12 @@ def main(argv=None):
         "tf32": False,
         "dtype": "float32",
         "tiles": be.tiles._asdict(),
-        "matmul": bench_matmul(be, sizes, reps),
+        "tests": None if args.skip_tests else run_cuda_tests(),
+        "matmul": bench_matmul(be, shapes, reps),
         "attention": bench_attention(be, cases, reps),
         "training": bench_training(["cifar10-tiny", "cifar10-small"], args.batch,
                                    5 if args.quick else 20),
+        "epoch": time_epoch(args.data_dir, args.batch),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(args.out).with_suffix(".json.tmp")

@@ -50,13 +50,6 @@ def test_numba_backend_implements_the_contract():
     _check(NumbaBackend, contract_methods())
 
 
-# The masked-patch-prediction ops on the GPU are the CUDA backend's work in progress
-# (issue 12); until they exist the CUDA class is checked for every other op, and the
-# strict xfail below turns into a failure the day they arrive (then drop the split).
-MPP_OPS = ("take_patch_tokens", "take_patch_tokens_backward", "corruption_forward",
-           "corruption_backward", "masked_patch_loss")
-
-
 def _cuda_class():
     pytest.importorskip("numba")
     try:
@@ -67,12 +60,8 @@ def _cuda_class():
 
 
 def test_cuda_backend_implements_the_contract_by_introspection():
-    _check(_cuda_class(), [n for n in contract_methods() if n not in MPP_OPS])
-
-
-@pytest.mark.xfail(strict=True, reason="CUDA masked-patch-prediction ops not written yet")
-def test_cuda_backend_implements_the_mpp_ops():
-    _check(_cuda_class(), MPP_OPS)
+    """Every op, the masked-patch-prediction ones included (checked without a GPU)."""
+    _check(_cuda_class(), contract_methods())
 
 
 def test_patch_token_ops_match_slicing(rng):

@@ -27,6 +27,7 @@ from numba import cuda
 from .. import ops
 from ..errors import ConfigError
 from ..ops.losses import check_labels
+from ..ops.masked import MASK, RANDOM
 from .cuda_kernels import (ACT_GELU_ERF, ACT_GELU_TANH, ACT_NONE, DEFAULT_TILES, RED_NONFINITE,
                            RED_SUM, RED_SUMSQ, Tiles, attention_kernels, kernels)
 
@@ -44,13 +45,6 @@ def is_device_array(x) -> bool:
 
 def _cdiv(a, b):
     return (a + b - 1) // b
-
-
-def _pow2_at_least(n):
-    p = 1
-    while p < n:
-        p *= 2
-    return p
 
 
 class Workspace:
@@ -244,6 +238,28 @@ class CudaBackend:
         dz = self._empty(z_shape, dy.dtype)
         g, b = self._ew(int(np.prod(z_shape)))
         self._k(dy.dtype).cls_scatter[g, b](dy, dz)
+        return dz
+
+    def take_patch_tokens(self, z):
+        """z: (B, N+1, D) → the patch tokens z[:, 1:]: (B, N, D) (the MPP head reads them)."""
+        self._check(z)
+        B, N1, D = (int(s) for s in z.shape)
+        out = self._empty((B, N1 - 1, D), z.dtype)
+        if out.size:
+            g, b = self._ew(int(out.size))
+            self._k(z.dtype).tokens_bwd_de[g, b](z, out)    # the same shift: out[b, n] = z[b, n+1]
+        return out
+
+    def take_patch_tokens_backward(self, dy, z_shape):
+        """dy: (B, N, D) → dz: (B, N+1, D) = z_shape, zero on the class token."""
+        self._check(dy)
+        z_shape = tuple(int(s) for s in z_shape)
+        dz = self._empty(z_shape, dy.dtype)
+        D = z_shape[2]
+        g, b = self._ew(int(np.prod(z_shape)))
+        # tokens_fwd with a zero class token and no position embedding is exactly this
+        self._k(dy.dtype).tokens_fwd[g, b](dy, self.zeros((D,), dy.dtype),
+                                           self._dummy(2, dy.dtype), dz, False)
         return dz
 
     # ------------------------------------------------------------------ Eq. 1
@@ -460,8 +476,8 @@ class CudaBackend:
 
     # ------------------------------------------------------------------ attention
     def _attn(self, dtype, Dh):
-        t = self.tiles
-        return attention_kernels(np.dtype(dtype), t.attn_bq, t.attn_bkv, _pow2_at_least(Dh))
+        """The attention kernels specialised for head width D_h (compiled on first use)."""
+        return attention_kernels(np.dtype(dtype), int(Dh), self.tiles)
 
     def mhsa_core_forward(self, qkv, H):
         """qkv: (B, N, 3D) from the fused projection → out: (B, N, D) (heads concatenated,
@@ -478,7 +494,7 @@ class CudaBackend:
         scale = qkv.dtype.type(1.0 / math.sqrt(Dh))
         ak = self._attn(qkv.dtype, Dh)
         if N:
-            ak.attn_fwd[(_cdiv(N, ak.bq), H, B), ak.bq](qkv, out, lse, N, H, Dh, scale)
+            ak.attn_fwd[(_cdiv(N, ak.T), H, B), ak.threads](qkv, out, lse, N, H, scale)
         return out, {"qkv": qkv, "out": out, "lse": lse, "H": H, "scale": scale}
 
     def mhsa_core_backward(self, dout, cache):
@@ -492,10 +508,10 @@ class CudaBackend:
         dqkv = self._empty(qkv.shape, qkv.dtype)
         if N:
             g, b = self._ew(B * H * N)
-            ak.attn_bwd_delta[g, b](dout, out, delta, N, H, Dh)
-            grid = (_cdiv(N, ak.bq), H, B)
-            ak.attn_bwd_dkdv[grid, ak.bq](qkv, dout, lse, delta, dqkv, N, H, Dh, scale)
-            ak.attn_bwd_dq[grid, ak.bq](qkv, dout, lse, delta, dqkv, N, H, Dh, scale)
+            ak.attn_bwd_delta[g, b](dout, out, delta, N, H)
+            grid = (_cdiv(N, ak.T), H, B)
+            ak.attn_bwd_dkdv[grid, ak.threads](qkv, dout, lse, delta, dqkv, N, H, scale)
+            ak.attn_bwd_dq[grid, ak.threads](qkv, dout, lse, delta, dqkv, N, H, scale)
         return dqkv
 
     def attention_probs(self, cache):
@@ -507,7 +523,7 @@ class CudaBackend:
         P = self._empty((B, H, N, N), qkv.dtype)
         if P.size:
             g, b = self._ew(int(P.size))
-            self._attn(qkv.dtype, Dh).attn_probs[g, b](qkv, lse, P, N, H, Dh, scale)
+            self._attn(qkv.dtype, Dh).attn_probs[g, b](qkv, lse, P, N, H, scale)
         return P.copy_to_host()
 
     # ------------------------------------------------------------------ loss
@@ -578,6 +594,81 @@ class CudaBackend:
     def all_finite(self, x):
         """True when no element of x is NaN or ±inf (one scalar comes down)."""
         return self._reduce(x, RED_NONFINITE) == 0.0
+
+    # ------------------------------------------------------------------ masked patch prediction
+    def corruption_forward(self, e, mask_token, plan):
+        """Masked patch prediction's corruption (paper §4.6) on the device, the
+        :func:`minivit.ops.masked.corruption_forward` contract: e: (B, N, D) patch
+        embeddings; mask_token: (D,) the learned [mask] embedding; plan: a host
+        ``CorruptionPlan`` for (B, N). Returns e': (B, N, D) and the cache."""
+        self._check(e), self._check(mask_token)
+        B, N, D = (int(s) for s in e.shape)
+        kind = np.asarray(plan.kind)
+        if kind.shape != (B, N):
+            raise ConfigError(f"corruption plan is for {kind.shape}, embeddings are {(B, N)}")
+        if tuple(mask_token.shape) != (D,):
+            raise ConfigError(f"mask token must have shape ({D},), got {tuple(mask_token.shape)}")
+        kind = kind.astype(np.int8).reshape(-1)
+        source = np.asarray(plan.source, dtype=np.int64).reshape(-1)
+        kind_d = self.asarray(kind)
+        out = self._empty((B, N, D), e.dtype)
+        g, b = self._ew(B * N * D)
+        self._k(e.dtype).corrupt_fwd[g, b](self._rows(e), mask_token, kind_d,
+                                           self.asarray(source), self._rows(out))
+        return out, (kind, source, kind_d)
+
+    def corruption_backward(self, dout, cache):
+        """dout: (B, N, D) gradient w.r.t. e' → de: (B, N, D), dmask: (D,), as
+        :func:`minivit.ops.masked.corruption_backward` (a copied embedding receives the
+        gradient of every position it was copied to)."""
+        kind, source, kind_d = cache
+        self._check(dout)
+        B, N, D = (int(s) for s in dout.shape)
+        k = self._k(dout.dtype)
+        # copies of each source p as CSR (positions q sorted by p), for a gather kernel
+        q = np.flatnonzero(kind == RANDOM)
+        p = source[q]
+        order = np.argsort(p, kind="stable")
+        rptr = np.zeros(B * N + 1, dtype=np.int64)
+        np.cumsum(np.bincount(p, minlength=B * N), out=rptr[1:])
+        rsrc = np.ascontiguousarray(q[order], dtype=np.int64)
+        de = self._empty((B, N, D), dout.dtype)
+        g, b = self._ew(B * N * D)
+        k.corrupt_bwd[g, b](self._rows(dout), kind_d, self.asarray(rptr),
+                            self.asarray(rsrc), self._rows(de))
+        dmask = self._empty((D,), dout.dtype)
+        masked = np.flatnonzero(kind == MASK).astype(np.int64)
+        g, b = self._ew(D)
+        k.rows_sum[g, b](self._rows(dout), self.asarray(masked), dmask)
+        return de, dmask
+
+    def masked_patch_loss(self, logits, targets, corrupted):
+        """logits: (B, N, 512) device; targets: host (B, N) ints; corrupted: host (B, N)
+        bool → (mean cross-entropy over the M corrupted patches, dlogits (B, N, 512) =
+        (p − onehot)/M on them, 0 elsewhere), as :func:`minivit.ops.masked.masked_patch_loss`.
+        The corrupted rows are gathered, go through the softmax cross-entropy kernel,
+        and their gradient is scattered back into zeros."""
+        self._check(logits, "logits")
+        B, N, K = (int(s) for s in logits.shape)
+        targets = np.asarray(self.to_host(targets))
+        corrupted = np.asarray(self.to_host(corrupted), dtype=bool)
+        if targets.shape != (B, N) or corrupted.shape != (B, N):
+            raise ConfigError(f"targets {targets.shape} and corrupted {corrupted.shape} must "
+                              f"both be {(B, N)}")
+        if targets.dtype.kind not in "iu":
+            raise ConfigError(f"targets must be integers, got dtype {targets.dtype}")
+        k = self._k(logits.dtype)
+        dlogits = self.zeros((B, N, K), logits.dtype)
+        rows = np.flatnonzero(corrupted.reshape(-1)).astype(np.int64)
+        if rows.size == 0:
+            return 0.0, dlogits
+        rows_d = self.asarray(rows)
+        Z = self._empty((rows.size, K), logits.dtype)
+        g, b = self._ew(int(Z.size))
+        k.gather_rows[g, b](self._rows(logits), rows_d, Z)
+        loss, dZ = self.softmax_cross_entropy(Z, targets.reshape(-1)[rows])
+        k.scatter_rows[g, b](dZ, rows_d, self._rows(dlogits))
+        return loss, dlogits
 
     # ------------------------------------------------------------------ not yet on the GPU
     # The recipe-search knobs (issue 15) run on the numpy and numba backends; ViT and

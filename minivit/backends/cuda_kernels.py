@@ -2,13 +2,14 @@
 :mod:`minivit.ops` are the specification; :mod:`minivit.backends.cuda_backend` holds the
 host-side wrappers that pick launch configurations from shapes.
 
-Kernels are built by a factory, once per (dtype, :class:`Tiles`): every constant inside a
-kernel is a scalar of the array dtype and every accumulator is declared with it, so a
-float32 model computes in float32 on the GPU (a bare ``0.5`` literal would silently
-promote to float64) and a float64 model (gradient checks) in float64. The tile sizes are
-compile-time constants of the factory; the tests build the same kernel source with tiny
-tiles as well, so that multi-tile loops and ragged edges run under the CUDA simulator on
-shapes of a few elements.
+Kernels are built by themed factories (matmul, elementwise, reductions, row kernels,
+embedding, masked patches), combined by :func:`kernels`, once per (dtype,
+:class:`Tiles`): every constant inside a kernel is a scalar of the array dtype and every
+accumulator is declared with it, so a float32 model computes in float32 on the GPU (a
+bare ``0.5`` literal would silently promote to float64) and a float64 model (gradient
+checks) in float64. The tile sizes are compile-time constants of the factory; the tests
+build the same kernel source with tiny tiles as well, so that multi-tile loops and
+ragged edges run under the CUDA simulator on shapes of a few elements.
 
 Conventions: ``B`` batch, ``N`` tokens, ``D`` width, ``H`` heads, ``D_h = D/H``, ``P``
 patch size, ``S`` stride, ``C`` classes (or channels for images), ``R`` rows of a 2-D
@@ -25,6 +26,8 @@ import numba
 import numpy as np
 from numba import cuda
 
+from ..ops import activations as _act
+
 
 class Tiles(NamedTuple):
     """Compile-time tile sizes.
@@ -32,8 +35,10 @@ class Tiles(NamedTuple):
     mm_ty, mm_tx: threads per matmul block (rows, columns); mm_rm, mm_rn: outputs per
     thread (register block), so a block computes a (mm_ty·mm_rm) × (mm_tx·mm_rn) tile of C;
     mm_bk: depth of one K slab staged in shared memory.
-    attn_bq: threads (query rows, or key rows in the dK/dV kernel) per attention block;
-    attn_bkv: keys (or queries) per shared-memory tile of the attention loops.
+    attn_t: rows (queries or keys) per attention tile, the most; halved for wide heads
+    and float64 until the kernels fit attn_smem bytes of static shared memory (see
+    :func:`attention_tile`); attn_g: threads per row, so an attention block has
+    attn_t·attn_g threads (attn_t a multiple of attn_g, both powers of two).
     row: threads per block of the one-block-per-row kernels (LayerNorm, cross-entropy);
     a power of two. col_x, col_y: columns and row lanes per block of the column
     reductions. ew: threads per block of the elementwise / reduction kernels (power of 2).
@@ -43,8 +48,9 @@ class Tiles(NamedTuple):
     mm_rm: int = 4
     mm_rn: int = 4
     mm_bk: int = 16
-    attn_bq: int = 64
-    attn_bkv: int = 32
+    attn_t: int = 32
+    attn_g: int = 4
+    attn_smem: int = 48 * 1024
     row: int = 128
     col_x: int = 32
     col_y: int = 8
@@ -53,44 +59,38 @@ class Tiles(NamedTuple):
 
 DEFAULT_TILES = Tiles()
 #: Tiny tiles for the simulator tests: several tiles on shapes of 5–20 elements.
-SMALL_TILES = Tiles(mm_ty=4, mm_tx=4, mm_rm=2, mm_rn=2, mm_bk=4, attn_bq=4, attn_bkv=3,
-                    row=8, col_x=4, col_y=2, ew=32)
+#: Its attention budget makes float64 tiles of D_h ≥ 4 shrink (T = 4 → 2), as on a GPU.
+SMALL_TILES = Tiles(mm_ty=4, mm_tx=4, mm_rm=2, mm_rn=2, mm_bk=4, attn_t=4, attn_g=2,
+                    attn_smem=800, row=8, col_x=4, col_y=2, ew=32)
 
 # Activation codes of the matmul epilogue and of the GELU kernels.
 ACT_NONE, ACT_GELU_TANH, ACT_GELU_ERF = 0, 1, 2
 # Modes of the reduce kernel.
 RED_SUM, RED_SUMSQ, RED_NONFINITE = 0, 1, 2
 
-
-@lru_cache(maxsize=None)
-def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
-    """All kernels (except attention, see :func:`attention_kernels`) for one float dtype
-    and tile configuration, as attributes of a namespace. Built and cached on first use."""
-    dt = np.dtype(dtype)
+def _scalars(dt):
+    """(F, ZERO, ONE, HALF, NEG_INF): the numba type of float dtype dt and the scalars
+    every kernel uses, typed dt so no bare literal promotes a float32 kernel to float64."""
     if dt not in (np.float32, np.float64):
         raise TypeError(f"CUDA kernels support float32 and float64, got {dt}")
-    F = numba.from_dtype(dt)
     c = dt.type
-    ZERO, ONE, HALF, NEG_INF = c(0.0), c(1.0), c(0.5), c(-np.inf)
-    SQRT_2_OVER_PI = c(math.sqrt(2.0 / math.pi))
-    INV_SQRT_2 = c(1.0 / math.sqrt(2.0))
-    INV_SQRT_2PI = c(1.0 / math.sqrt(2.0 * math.pi))
-    GC = c(0.044715)
-    GC3 = c(3.0 * 0.044715)
+    return numba.from_dtype(dt), c(0.0), c(1.0), c(0.5), c(-np.inf)
 
-    TY, TX, RM, RN, BK = tiles.mm_ty, tiles.mm_tx, tiles.mm_rm, tiles.mm_rn, tiles.mm_bk
-    BM, BN = TY * RM, TX * RN
-    NT = TY * TX
-    A_LOADS = (BM * BK + NT - 1) // NT
-    B_LOADS = (BK * BN + NT - 1) // NT
+
+@lru_cache(maxsize=None)
+def _device(dt, tiles: Tiles) -> SimpleNamespace:
+    """The device functions shared by the kernel factories: GELU (both forms) and its
+    derivative, and the tree sum / max over a block of ``tiles.row`` threads."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
+    # The GELU constants of minivit.ops.activations (written once there), cast to dt.
+    c = dt.type
+    SQRT_2_OVER_PI = c(_act.SQRT_2_OVER_PI)
+    INV_SQRT_2 = c(_act.INV_SQRT_2)
+    INV_SQRT_2PI = c(_act.INV_SQRT_2PI)
+    GC = c(_act.GELU_C)
+    GC3 = c(3.0 * _act.GELU_C)
     RT = tiles.row
-    CX, CY = tiles.col_x, tiles.col_y
-    EW = tiles.ew
-    for name, v in (("row", RT), ("ew", EW)):
-        if v & (v - 1):
-            raise ValueError(f"Tiles.{name} must be a power of two, got {v}")
 
-    # ------------------------------------------------------------------ device helpers
     @cuda.jit(device=True)
     def gelu_tanh(x):
         # GELU, tanh form: 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))
@@ -144,9 +144,32 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         r = red[0]
         cuda.syncthreads()
         return r
+    return SimpleNamespace(gelu_tanh=gelu_tanh, gelu_erf=gelu_erf, dgelu_tanh=dgelu_tanh,
+                           dgelu_erf=dgelu_erf, block_sum=block_sum, block_max=block_max)
 
-    # ------------------------------------------------------------------ matmul
-    @cuda.jit
+
+def _matmul(dt, tiles: Tiles) -> dict:
+    """The tiled matmul with fused bias and GELU epilogue (Eq. 2–3's linear layers)."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
+    dev = _device(dt, tiles)
+    gelu_tanh, gelu_erf = dev.gelu_tanh, dev.gelu_erf
+    TY, TX, RM, RN, BK = tiles.mm_ty, tiles.mm_tx, tiles.mm_rm, tiles.mm_rn, tiles.mm_bk
+    BM, BN = TY * RM, TX * RN
+    # Shared-array shapes must be compile-time literals: numba types a closure integer
+    # as a literal, but not an expression computed inside the kernel (BM + 1 there is
+    # a plain int64 and `cuda.shared.array` refuses to compile).
+    BM1 = BM + 1
+    RMN = RM * RN
+    NT = TY * TX
+    A_LOADS = (BM * BK + NT - 1) // NT
+    B_LOADS = (BK * BN + NT - 1) // NT
+
+    # At most 65536 / (2·NT) registers per thread (launch bounds: NT threads, 2 resident
+    # blocks per multiprocessor), so two 256-thread blocks fit an SM and one block's
+    # K-slab loads overlap the other's arithmetic. The simulator takes no launch bounds.
+    mm_opts = {} if numba.config.ENABLE_CUDASIM else dict(launch_bounds=(NT, 2))
+
+    @cuda.jit(**mm_opts)
     def matmul(A, Bm, bias, C, Hpre, M, N, K, trans_a, trans_b, has_bias, act):
         """C (M, N) = act(op(A) · op(B) + bias). op(A) = A (M, K) or, trans_a, Aᵀ with
         A (K, M); op(B) = B (K, N) or, trans_b, Bᵀ with B (N, K). bias: (N,) used when
@@ -158,9 +181,9 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         # As[k, m] and Bs[k, n] (A's rows padded by one against bank conflicts), loaded
         # coalesced along the operand's contiguous axis whatever the transposition, with
         # zeros outside the matrix, so any M, N, K work.
-        As = cuda.shared.array((BK, BM + 1), F)
+        As = cuda.shared.array((BK, BM1), F)
         Bs = cuda.shared.array((BK, BN), F)
-        acc = cuda.local.array((RM, RN), F)
+        acc = cuda.local.array(RMN, F)          # acc[i·RN + j], in registers
         af = cuda.local.array(RM, F)
         bf = cuda.local.array(RN, F)
         ty = cuda.threadIdx.y
@@ -168,9 +191,8 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         tid = ty * TX + tx
         m0 = cuda.blockIdx.y * BM
         n0 = cuda.blockIdx.x * BN
-        for i in range(RM):
-            for j in range(RN):
-                acc[i, j] = ZERO
+        for i in range(RMN):
+            acc[i] = ZERO
         for k0 in range(0, K, BK):
             for r in range(A_LOADS):
                 e = tid + r * NT
@@ -210,7 +232,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                     bf[j] = Bs[kk, tx + TX * j]
                 for i in range(RM):
                     for j in range(RN):
-                        acc[i, j] += af[i] * bf[j]
+                        acc[i * RN + j] += af[i] * bf[j]
             cuda.syncthreads()
         for i in range(RM):
             gm = m0 + ty + TY * i
@@ -218,109 +240,100 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 for j in range(RN):
                     gn = n0 + tx + TX * j
                     if gn < N:
-                        v = acc[i, j]
+                        v = acc[i * RN + j]
                         if has_bias:
                             v += bias[gn]
                         if act == 0:
                             C[gm, gn] = v
                         else:
                             Hpre[gm, gn] = v
+        # GELU in a second pass over this thread's own outputs, read back from Hpre: with
+        # the GELU inlined 16 times the loop above is too big to unroll (float64 erf),
+        # and an acc indexed in a rolled loop lives in local memory, not registers.
+        if act != 0:
+            for i in range(RM):
+                gm = m0 + ty + TY * i
+                if gm < M:
+                    for j in range(RN):
+                        gn = n0 + tx + TX * j
+                        if gn < N:
+                            v = Hpre[gm, gn]
                             C[gm, gn] = gelu_tanh(v) if act == 1 else gelu_erf(v)
+    return dict(matmul=matmul, BM=BM, BN=BN)
 
-    # ------------------------------------------------------------------ elementwise
+
+def _elementwise(dt, tiles: Tiles) -> dict:
+    """Grid-stride kernels over flat (n,) views: copies, the residual add, the activations
+    and the optimizer steps."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
+    dev = _device(dt, tiles)
+    gelu_tanh, gelu_erf = dev.gelu_tanh, dev.gelu_erf
+    dgelu_tanh, dgelu_erf = dev.dgelu_tanh, dev.dgelu_erf
+
     @cuda.jit
     def fill(x, val):
         """x: (n,) ← val."""
         # grid-stride, one element per thread per step
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             x[i] = val
-            i += st
 
     @cuda.jit
     def copy(x, out):
         """out: (n,) ← x: (n,) (casts when the dtypes differ)."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             out[i] = x[i]
-            i += st
 
     @cuda.jit
     def copy2d(x, out):
         """out: (R, C) ← x: (R, C), x possibly a strided view (e.g. z[:, 0, :])."""
         # grid-stride over the R·C outputs, row-major so writes coalesce
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
         R, Cc = out.shape
-        while i < R * Cc:
+        for i in range(cuda.grid(1), R * Cc, cuda.gridsize(1)):
             r = i // Cc
             out[r, i - r * Cc] = x[r, i - r * Cc]
-            i += st
 
     @cuda.jit
     def add(a, b, out):
         """out = a + b, all (n,): the residual connections of Eq. 2–3."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < out.shape[0]:
+        for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
             out[i] = a[i] + b[i]
-            i += st
 
     @cuda.jit
     def scale(x, s):
         """x ← s·x in place, (n,)."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             x[i] *= s
-            i += st
 
     @cuda.jit
     def gelu_fwd(x, out, act):
         """out = GELU(x), (n,); act 1: tanh form, 2: erf form."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             out[i] = gelu_tanh(x[i]) if act == 1 else gelu_erf(x[i])
-            i += st
 
     @cuda.jit
     def gelu_bwd(dy, x, dx, act):
         """dx = dy · GELU'(x), (n,), the derivative recomputed from the pre-activation x."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             dx[i] = dy[i] * (dgelu_tanh(x[i]) if act == 1 else dgelu_erf(x[i]))
-            i += st
 
     @cuda.jit
     def tanh_fwd(x, out):
         """out = tanh(x), (n,)."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             out[i] = math.tanh(x[i])
-            i += st
 
     @cuda.jit
     def tanh_bwd(dy, y, dx):
         """dx = dy·(1 − y²) with y = tanh(x), (n,)."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < y.shape[0]:
+        for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
             dx[i] = dy[i] * (ONE - y[i] * y[i])
-            i += st
 
     @cuda.jit
     def adamw(p, g, m, v, decay, beta1, beta2, omb1, omb2, inv_sqrt_bc2, step_size, eps):
         """AdamW in place on p, m, v (all (n,)), torch's arithmetic:
         p ← p·decay; m ← β1 m + (1−β1) g; v ← β2 v + (1−β2) g²;
         p ← p − step_size · m / (√v · inv_sqrt_bc2 + eps), step_size = lr / bc1."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < p.shape[0]:
+        for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
             gi = g[i]
             mi = m[i] * beta1 + omb1 * gi
             vi = v[i] * beta2 + omb2 * (gi * gi)
@@ -328,16 +341,13 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
             v[i] = vi
             denom = math.sqrt(vi) * inv_sqrt_bc2 + eps
             p[i] = p[i] * decay - step_size * (mi / denom)
-            i += st
 
     @cuda.jit
     def sgd(p, g, buf, lr, momentum, wd, nesterov, has_buf):
         """SGD with momentum in place on p (and buf), all (n,), torch semantics:
         d = g + wd·p; buf ← momentum·buf + d; p ← p − lr·(d + momentum·buf if nesterov
         else buf). Without has_buf: p ← p − lr·d."""
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while i < p.shape[0]:
+        for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
             d = g[i] + wd * p[i]
             if has_buf:
                 b = momentum * buf[i] + d
@@ -347,7 +357,16 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 else:
                     d = b
             p[i] = p[i] - lr * d
-            i += st
+
+    return dict(fill=fill, copy=copy, copy2d=copy2d, add=add, scale=scale, gelu_fwd=gelu_fwd,
+                gelu_bwd=gelu_bwd, tanh_fwd=tanh_fwd, tanh_bwd=tanh_bwd, adamw=adamw, sgd=sgd)
+
+
+def _reductions(dt, tiles: Tiles) -> dict:
+    """The grid-wide reduce and the column sums (bias and LayerNorm parameter gradients)."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
+    EW = tiles.ew
+    CX, CY = tiles.col_x, tiles.col_y
 
     @cuda.jit
     def reduce(x, partial, mode):
@@ -357,10 +376,8 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         # EW threads per block, grid-stride accumulation then a shared-memory tree
         red = cuda.shared.array(EW, F)
         t = cuda.threadIdx.x
-        i = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
         acc = ZERO
-        while i < x.shape[0]:
+        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
             v = x[i]
             if mode == 0:
                 acc += v
@@ -368,7 +385,6 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 acc += v * v
             elif math.isnan(v) or math.isinf(v):
                 acc += ONE
-            i += st
         red[t] = acc
         cuda.syncthreads()
         s = EW // 2
@@ -436,6 +452,16 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 sb += pb[k, tx]
             dgamma[col] = sg
             dbeta[col] = sb
+
+    return dict(reduce=reduce, col_sum=col_sum, ln_param_grads=ln_param_grads)
+
+
+def _row_kernels(dt, tiles: Tiles) -> dict:
+    """One block per row: LayerNorm forward/backward and softmax cross-entropy."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
+    dev = _device(dt, tiles)
+    block_sum, block_max = dev.block_sum, dev.block_max
+    RT = tiles.row
 
     # ------------------------------------------------------------------ LayerNorm
     @cuda.jit
@@ -524,6 +550,15 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
             if t == 0:
                 rowloss[b] = tot
 
+    return dict(layernorm_fwd=layernorm_fwd, layernorm_bwd=layernorm_bwd,
+                softmax_xent=softmax_xent)
+
+
+def _embedding(dt, tiles: Tiles) -> dict:
+    """Patch extraction, token assembly ([class]; patches + positions) and the 2-D position
+    embedding (Eq. 1)."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
+
     # ------------------------------------------------------------------ patches (Eq. 1)
     @cuda.jit
     def patches_fwd(img, out, P, S, gw):
@@ -532,9 +567,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         # one thread per output element, grid-stride, row-major so writes coalesce
         B, N, PPC = out.shape
         Cc = img.shape[3]
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * N * PPC:
+        for idx in range(cuda.grid(1), B * N * PPC, cuda.gridsize(1)):
             f = idx % PPC
             n = (idx // PPC) % N
             b = idx // (PPC * N)
@@ -544,7 +577,6 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
             gy = n // gw
             gx = n - gy * gw
             out[b, n, f] = img[b, gy * S + pi, gx * S + pj, ch]
-            idx += st
 
     @cuda.jit
     def patches_bwd(dp, dimg, P, S, gh, gw):
@@ -553,9 +585,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         # The scatter-add written as a gather: one thread per pixel visits the ≤ ⌈P/S⌉²
         # patches that cover it, so there are no atomics and the sum is deterministic.
         B, Hh, Ww, Cc = dimg.shape
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * Hh * Ww * Cc:
+        for idx in range(cuda.grid(1), B * Hh * Ww * Cc, cuda.gridsize(1)):
             ch = idx % Cc
             xx = (idx // Cc) % Ww
             yy = (idx // (Cc * Ww)) % Hh
@@ -569,7 +599,6 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 for gx in range(gx0, gx1 + 1):
                     acc += dp[b, gy * gw + gx, ((yy - gy * S) * P + (xx - gx * S)) * Cc + ch]
             dimg[b, yy, xx, ch] = acc
-            idx += st
 
     # ------------------------------------------------------------------ tokens (Eq. 1)
     @cuda.jit
@@ -577,9 +606,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         """z[b, 0] = cls (+ pos[0]); z[b, n+1] = e[b, n] (+ pos[n+1]).
         e: (B, N, D), cls: (D,), pos: (N+1, D), z: (B, N+1, D)."""
         B, N1, D = z.shape
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * N1 * D:
+        for idx in range(cuda.grid(1), B * N1 * D, cuda.gridsize(1)):
             d = idx % D
             n = (idx // D) % N1
             b = idx // (D * N1)
@@ -587,33 +614,26 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
             if has_pos:
                 v += pos[n, d]
             z[b, n, d] = v
-            idx += st
 
     @cuda.jit
     def tokens_bwd_de(dz, de):
         """de[b, n] = dz[b, n+1]: dz (B, N+1, D) → de (B, N, D)."""
         B, N, D = de.shape
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * N * D:
+        for idx in range(cuda.grid(1), B * N * D, cuda.gridsize(1)):
             d = idx % D
             n = (idx // D) % N
             b = idx // (D * N)
             de[b, n, d] = dz[b, n + 1, d]
-            idx += st
 
     @cuda.jit
     def cls_scatter(dy, dz):
         """dz[b, 0] = dy[b], dz[b, n>0] = 0: dy (B, D) → dz (B, N+1, D)."""
         B, N1, D = dz.shape
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * N1 * D:
+        for idx in range(cuda.grid(1), B * N1 * D, cuda.gridsize(1)):
             d = idx % D
             n = (idx // D) % N1
             b = idx // (D * N1)
             dz[b, n, d] = dy[b, d] if n == 0 else ZERO
-            idx += st
 
     @cuda.jit
     def pos2d_fwd(pcls, row, col, pos):
@@ -622,9 +642,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         T, D = pos.shape
         half = row.shape[1]
         gw = col.shape[0]
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < T * D:
+        for idx in range(cuda.grid(1), T * D, cuda.gridsize(1)):
             d = idx % D
             n = idx // D
             if n == 0:
@@ -634,7 +652,6 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 cc = (n - 1) - r * gw
                 v = row[r, d] if d < half else col[cc, d - half]
             pos[n, d] = v
-            idx += st
 
     @cuda.jit
     def pos2d_bwd(dpos, dcls, drow, dcol):
@@ -644,9 +661,7 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
         D = dpos.shape[1]
         gh, half = drow.shape
         gw = dcol.shape[0]
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < D + (gh + gw) * half:
+        for idx in range(cuda.grid(1), D + (gh + gw) * half, cuda.gridsize(1)):
             if idx < D:
                 dcls[0, idx] = dpos[0, idx]
             elif idx < D + gh * half:
@@ -663,242 +678,392 @@ def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
                 for r in range(gh):
                     s += dpos[1 + r * gw + cc, half + k]
                 dcol[cc, k] = s
-            idx += st
 
-    return SimpleNamespace(
-        matmul=matmul, fill=fill, copy=copy, copy2d=copy2d, add=add, scale=scale,
-        gelu_fwd=gelu_fwd, gelu_bwd=gelu_bwd, tanh_fwd=tanh_fwd, tanh_bwd=tanh_bwd,
-        adamw=adamw, sgd=sgd, reduce=reduce, col_sum=col_sum, ln_param_grads=ln_param_grads,
-        layernorm_fwd=layernorm_fwd, layernorm_bwd=layernorm_bwd, softmax_xent=softmax_xent,
-        patches_fwd=patches_fwd, patches_bwd=patches_bwd, tokens_fwd=tokens_fwd,
-        tokens_bwd_de=tokens_bwd_de, cls_scatter=cls_scatter, pos2d_fwd=pos2d_fwd,
-        pos2d_bwd=pos2d_bwd, tiles=tiles, dtype=dt, BM=BM, BN=BN)
+    return dict(patches_fwd=patches_fwd, patches_bwd=patches_bwd, tokens_fwd=tokens_fwd,
+                tokens_bwd_de=tokens_bwd_de, cls_scatter=cls_scatter, pos2d_fwd=pos2d_fwd,
+                pos2d_bwd=pos2d_bwd)
+
+
+def _masked(dt, tiles: Tiles) -> dict:
+    """Masked patch prediction (§4.6): corruption and row gather/scatter/sum."""
+    F, ZERO, ONE, HALF, NEG_INF = _scalars(dt)
+
+    # ------------------------------------------------------------------ masked patches (§4.6)
+    @cuda.jit
+    def corrupt_fwd(e, mask, kind, source, out):
+        """Patch corruption of masked patch prediction, rows p of e, out: (R, D), R = B·N:
+        out[p] = mask (kind 1), e[source[p]] (kind 2: a random other patch's uncorrupted
+        embedding) or e[p] (kinds 0, 3). mask: (D,); kind: (R,) int8; source: (R,)."""
+        R, D = out.shape
+        for idx in range(cuda.grid(1), R * D, cuda.gridsize(1)):
+            p = idx // D
+            d = idx - p * D
+            k = kind[p]
+            if k == 1:
+                out[p, d] = mask[d]
+            elif k == 2:
+                out[p, d] = e[source[p], d]
+            else:
+                out[p, d] = e[p, d]
+
+    @cuda.jit
+    def corrupt_bwd(dout, kind, rptr, rsrc, de):
+        """Adjoint of corrupt_fwd for the embeddings: de[p] = dout[p] where p was kept
+        (kinds 0, 3), else 0, plus dout[q] of every q that copied p (kind 2). The copies
+        of p are rsrc[rptr[p]:rptr[p+1]] (CSR built on the host), so the scatter-add is
+        a gather: no atomics, a deterministic sum. dout, de: (R, D)."""
+        R, D = de.shape
+        for idx in range(cuda.grid(1), R * D, cuda.gridsize(1)):
+            p = idx // D
+            d = idx - p * D
+            k = kind[p]
+            acc = dout[p, d] if (k == 0 or k == 3) else ZERO
+            for c in range(rptr[p], rptr[p + 1]):
+                acc += dout[rsrc[c], d]
+            de[p, d] = acc
+
+    @cuda.jit
+    def rows_sum(X, rows, out):
+        """out (D,) = Σ_k X[rows[k], :], X: (R, D): the [mask] token's gradient, the sum
+        over the masked positions. One thread per column (coalesced across threads)."""
+        D = out.shape[0]
+        for d in range(cuda.grid(1), D, cuda.gridsize(1)):
+            acc = ZERO
+            for k in range(rows.shape[0]):
+                acc += X[rows[k], d]
+            out[d] = acc
+
+    @cuda.jit
+    def gather_rows(X, rows, out):
+        """out[k] = X[rows[k]]: X (R, C) → out (K, C), e.g. the corrupted patches' logits."""
+        K, Cc = out.shape
+        for idx in range(cuda.grid(1), K * Cc, cuda.gridsize(1)):
+            k = idx // Cc
+            out[k, idx - k * Cc] = X[rows[k], idx - k * Cc]
+
+    @cuda.jit
+    def scatter_rows(Y, rows, out):
+        """out[rows[k]] = Y[k]: the adjoint of gather_rows for distinct rows (out zeroed
+        first). Y: (K, C), out: (R, C)."""
+        K, Cc = Y.shape
+        for idx in range(cuda.grid(1), K * Cc, cuda.gridsize(1)):
+            k = idx // Cc
+            out[rows[k], idx - k * Cc] = Y[k, idx - k * Cc]
+
+    return dict(corrupt_fwd=corrupt_fwd, corrupt_bwd=corrupt_bwd, rows_sum=rows_sum,
+                gather_rows=gather_rows, scatter_rows=scatter_rows)
 
 
 @lru_cache(maxsize=None)
-def attention_kernels(dtype, bq: int, bkv: int, dh_max: int) -> SimpleNamespace:
-    """Fused multi-head attention kernels for one dtype, block size ``bq``, key tile
-    ``bkv`` and head-width bound ``dh_max`` (per-thread register arrays are sized by it).
+def kernels(dtype, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
+    """All kernels (except attention, see :func:`attention_kernels`) for one float dtype
+    and tile configuration, as attributes of a namespace. Built and cached on first use."""
+    dt = np.dtype(dtype)
+    _scalars(dt)                                  # rejects other dtypes
+    for name, v in (("row", tiles.row), ("ew", tiles.ew)):
+        if v & (v - 1):
+            raise ValueError(f"Tiles.{name} must be a power of two, got {v}")
+    return SimpleNamespace(**_matmul(dt, tiles), **_elementwise(dt, tiles),
+                           **_reductions(dt, tiles), **_row_kernels(dt, tiles),
+                           **_embedding(dt, tiles), **_masked(dt, tiles), tiles=tiles, dtype=dt)
+
+
+def _attn_smem_bytes(T, DW, itemsize):
+    """Static shared memory of the largest attention kernel (dK/dV) with tiles of T rows:
+    four (T, DW) row tiles (k, v, q, dO), two (T, T+1) score tiles (P, dS), two (T,)
+    row vectors (lse, delta)."""
+    return (4 * T * DW + 2 * T * (T + 1) + 2 * T) * itemsize
+
+
+def attention_tile(dtype, dh: int, tiles: Tiles = DEFAULT_TILES) -> tuple[int, int]:
+    """(T, G) of the attention kernels for head width ``dh``: T rows (queries or keys)
+    per tile and G threads per row.
+
+    G starts at ``tiles.attn_g`` and doubles while a thread's ⌈D_h/G⌉ accumulator
+    entries would take more than 128 bytes of registers (the dK/dV kernel holds two such
+    rows: float64 at D_h = 128 would otherwise spill). T starts at ``tiles.attn_t`` and
+    halves until the kernels' static shared memory fits ``tiles.attn_smem`` (48 KiB, the
+    static limit of every GPU): T = 16 for float64 at D_h = 64 or 80, 8 at D_h = 128."""
+    isz = np.dtype(dtype).itemsize
+    G = tiles.attn_g
+    while -(-dh // G) * isz > 128 and 2 * G <= tiles.attn_t:
+        G *= 2
+    DW = -(-dh // G) * G + 1
+    T = tiles.attn_t
+    while T > G and _attn_smem_bytes(T, DW, isz) > tiles.attn_smem:
+        T //= 2
+    return T, G
+
+
+@lru_cache(maxsize=None)
+def attention_kernels(dtype, dh: int, tiles: Tiles = DEFAULT_TILES) -> SimpleNamespace:
+    """Fused multi-head attention kernels for one dtype and head width ``dh`` (D_h, a
+    compile-time constant: every loop over the head has a constant trip count and every
+    per-thread accumulator a constant size, so they live in registers, not in local
+    memory).
 
     Layout: qkv (B, N, 3D) from the fused projection, columns [q | k | v], head h at
     columns h·D_h … of each part; out, dout (B, N, D) with the heads concatenated (so
     split/merge of heads is pure indexing, no transposes are materialised); lse, delta
     (B, H, N). Scale s = 1/√D_h.
+
+    Tiling (flash-attention, all three kernels alike): a block of NT = T·G threads owns
+    T rows (queries, or keys for dK/dV) and sweeps the other side in tiles of T rows
+    staged in shared memory. Thread t serves row i = t mod T as member g = t div T of
+    its row's G threads: it computes the T/G score entries (i, g + G·k) of each tile and
+    owns the R = ⌈D_h/G⌉ accumulator entries (i, g + G·r) in registers. Shared row
+    tiles are padded to an odd width DW against bank conflicts.
     """
     dt = np.dtype(dtype)
     F = numba.from_dtype(dt)
     c = dt.type
     ZERO, ONE, NEG_INF = c(0.0), c(1.0), c(-np.inf)
-    BQ, BKV, DH = bq, bkv, dh_max
+    DH = int(dh)
+    T, G = attention_tile(dt, DH, tiles)
+    NT = T * G
+    R = -(-DH // G)               # accumulator entries per thread
+    KT = T // G                   # score entries per thread and tile
+    DW = G * R + 1                # padded row width of the shared row tiles
+    TW = T + 1                    # padded row width of the shared score tiles
+    if T % G:
+        raise ValueError(f"attention tile T={T} must be a multiple of Tiles.attn_g={G}")
+
+    @cuda.jit(device=True)
+    def stage_tile(X, Y, b, r0, xo, yo, N, Xs, Ys, t):
+        """Xs[r, d] = X[b, r0 + r, xo + d] and Ys[r, d] = Y[b, r0 + r, yo + d] for the T
+        rows of a tile and d < D_h, zeros past row N; by the NT threads of the block."""
+        for e in range(t, T * DH, NT):
+            r = e // DH
+            d = e - r * DH
+            ok = r0 + r < N
+            Xs[r, d] = X[b, r0 + r, xo + d] if ok else ZERO
+            Ys[r, d] = Y[b, r0 + r, yo + d] if ok else ZERO
+
+    @cuda.jit(device=True)
+    def stage_rows(lse, delta, b, h, r0, N, Ls, Dl, t):
+        """Ls[r] = lse[b, h, r0 + r], Dl[r] = delta[b, h, r0 + r] (zeros past N)."""
+        for r in range(t, T, NT):
+            ok = r0 + r < N
+            Ls[r] = lse[b, h, r0 + r] if ok else ZERO
+            Dl[r] = delta[b, h, r0 + r] if ok else ZERO
 
     @cuda.jit
-    def attn_fwd(qkv, out, lse, N, H, Dh, scale):
+    def attn_fwd(qkv, out, lse, N, H, scale):
         """out[b, i, head h] = Σ_j softmax_j(s·q_i·k_j) v_j and lse[b, h, i] = log Σ_j
-        exp(s·q_i·k_j), without ever forming the N×N matrix."""
-        # Flash-attention forward: grid (⌈N/BQ⌉, H, B); one thread per query row keeps
-        # q_i and the output accumulator in registers; keys and values are swept in tiles
-        # of BKV rows staged in shared memory by the whole block; online softmax: per tile
-        # the running max m and denominator l are updated and the accumulator rescaled
-        # once by exp(m_old − m_new).
-        Ks = cuda.shared.array((BKV, DH), F)
-        Vs = cuda.shared.array((BKV, DH), F)
-        q = cuda.local.array(DH, F)
-        o = cuda.local.array(DH, F)
-        sc = cuda.local.array(BKV, F)
+        exp(s·q_i·k_j), without ever forming the N×N matrix. Grid (⌈N/T⌉, H, B)."""
+        # Online softmax (flash attention): per key tile the row owner (g = 0) updates
+        # the running max m and denominator l, turns the scores into p = exp(s − m) in
+        # place and publishes the rescale factor exp(m_old − m_new) for its row.
+        Qs = cuda.shared.array((T, DW), F)
+        Ks = cuda.shared.array((T, DW), F)
+        Vs = cuda.shared.array((T, DW), F)
+        Ss = cuda.shared.array((T, TW), F)
+        Cs = cuda.shared.array(T, F)
+        o = cuda.local.array(R, F)
         t = cuda.threadIdx.x
+        i = t % T
+        g = t // T
         h = cuda.blockIdx.y
         b = cuda.blockIdx.z
-        i = cuda.blockIdx.x * BQ + t
-        D = H * Dh
-        qo = h * Dh
-        ko = D + h * Dh
-        vo = 2 * D + h * Dh
-        valid = i < N
-        for d in range(Dh):
-            q[d] = qkv[b, i, qo + d] * scale if valid else ZERO
-            o[d] = ZERO
+        i0 = cuda.blockIdx.x * T
+        D = H * DH
+        qo = h * DH
+        ko = D + qo
+        vo = 2 * D + qo
+        for e in range(t, T * DH, NT):                 # the (scaled) query tile
+            ii = e // DH
+            d = e - ii * DH
+            Qs[ii, d] = qkv[b, i0 + ii, qo + d] * scale if i0 + ii < N else ZERO
+        for r in range(R):
+            o[r] = ZERO
         m = NEG_INF
         l = ZERO
-        for j0 in range(0, N, BKV):
-            for e in range(t, BKV * Dh, BQ):
-                jj = e // Dh
-                d = e - jj * Dh
-                if j0 + jj < N:
-                    Ks[jj, d] = qkv[b, j0 + jj, ko + d]
-                    Vs[jj, d] = qkv[b, j0 + jj, vo + d]
+        for j0 in range(0, N, T):
+            stage_tile(qkv, qkv, b, j0, ko, vo, N, Ks, Vs, t)   # key/value tile
             cuda.syncthreads()
-            if valid:
-                jn = min(BKV, N - j0)
+            for k in range(KT):
+                jj = g + G * k
+                s = ZERO
+                for d in range(DH):
+                    s += Qs[i, d] * Ks[jj, d]
+                Ss[i, jj] = s if j0 + jj < N else NEG_INF
+            cuda.syncthreads()
+            if g == 0:
                 mt = m
-                for jj in range(jn):
-                    s = ZERO
-                    for d in range(Dh):
-                        s += q[d] * Ks[jj, d]
-                    sc[jj] = s
-                    if s > mt:
-                        mt = s
-                corr = math.exp(m - mt)              # 0 on the first tile (m = −inf)
+                for jj in range(T):
+                    if Ss[i, jj] > mt:
+                        mt = Ss[i, jj]
+                corr = math.exp(m - mt)                # 0 on the first tile (m = −inf)
                 l *= corr
-                for d in range(Dh):
-                    o[d] *= corr
-                for jj in range(jn):
-                    p = math.exp(sc[jj] - mt)
+                for jj in range(T):
+                    p = math.exp(Ss[i, jj] - mt)
+                    Ss[i, jj] = p
                     l += p
-                    for d in range(Dh):
-                        o[d] += p * Vs[jj, d]
+                Cs[i] = corr
                 m = mt
             cuda.syncthreads()
-        if valid:
-            inv = ONE / l
-            for d in range(Dh):
-                out[b, i, qo + d] = o[d] * inv
-            lse[b, h, i] = m + math.log(l)
+            corr = Cs[i]
+            for r in range(R):
+                o[r] *= corr
+            for jj in range(T):
+                p = Ss[i, jj]
+                for r in range(R):
+                    o[r] += p * Vs[jj, g + G * r]
+            cuda.syncthreads()                         # before the next tile overwrites
+        if g == 0:
+            Cs[i] = ONE / l
+            if i0 + i < N:
+                lse[b, h, i0 + i] = m + math.log(l)
+        cuda.syncthreads()
+        inv = Cs[i]
+        if i0 + i < N:
+            for r in range(R):
+                d = g + G * r
+                if d < DH:
+                    out[b, i0 + i, qo + d] = o[r] * inv
 
     @cuda.jit
-    def attn_probs(qkv, lse, P, N, H, Dh, scale):
+    def attn_probs(qkv, lse, P, N, H, scale):
         """P[b, h, i, j] = exp(s·q_i·k_j − lse[b, h, i]): the (B, H, N, N) attention
         matrices, recomputed from the forward's log-sum-exp (only for inspection)."""
         # one thread per matrix entry, grid-stride
         B = P.shape[0]
-        D = H * Dh
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * H * N * N:
+        D = H * DH
+        for idx in range(cuda.grid(1), B * H * N * N, cuda.gridsize(1)):
             j = idx % N
             i = (idx // N) % N
             h = (idx // (N * N)) % H
             b = idx // (N * N * H)
             s = ZERO
-            for d in range(Dh):
-                s += qkv[b, i, h * Dh + d] * qkv[b, j, D + h * Dh + d]
+            for d in range(DH):
+                s += qkv[b, i, h * DH + d] * qkv[b, j, D + h * DH + d]
             P[b, h, i, j] = math.exp(s * scale - lse[b, h, i])
-            idx += st
 
     @cuda.jit
-    def attn_bwd_delta(dout, out, delta, N, H, Dh):
+    def attn_bwd_delta(dout, out, delta, N, H):
         """delta[b, h, i] = dO_i · O_i  (= Σ_j P_ij dP_ij, the softmax-backward row term)."""
         # one thread per (b, h, i), grid-stride
         B = dout.shape[0]
-        idx = cuda.grid(1)
-        st = cuda.gridDim.x * cuda.blockDim.x
-        while idx < B * H * N:
+        for idx in range(cuda.grid(1), B * H * N, cuda.gridsize(1)):
             i = idx % N
             h = (idx // N) % H
             b = idx // (N * H)
             s = ZERO
-            for d in range(Dh):
-                s += dout[b, i, h * Dh + d] * out[b, i, h * Dh + d]
+            for d in range(DH):
+                s += dout[b, i, h * DH + d] * out[b, i, h * DH + d]
             delta[b, h, i] = s
-            idx += st
 
     @cuda.jit
-    def attn_bwd_dkdv(qkv, dout, lse, delta, dqkv, N, H, Dh, scale):
+    def attn_bwd_dkdv(qkv, dout, lse, delta, dqkv, N, H, scale):
         """dk_j = s·Σ_i dS_ij q_i and dv_j = Σ_i P_ij dO_i, written into the k and v
         columns of dqkv (B, N, 3D); P_ij = exp(s q_i·k_j − lse_i), dS_ij = P_ij(dO_i·v_j
-        − delta_i) are recomputed."""
-        # Flash-attention-2 dK/dV: grid (⌈N/BQ⌉, H, B); one thread per key row j holds
-        # k_j, v_j and its dk, dv accumulators in registers; queries (q, dO, lse, delta)
-        # are swept in tiles of BKV rows staged in shared memory. No atomics.
-        Qs = cuda.shared.array((BKV, DH), F)
-        dOs = cuda.shared.array((BKV, DH), F)
-        Ls = cuda.shared.array(BKV, F)
-        Ds = cuda.shared.array(BKV, F)
-        kr = cuda.local.array(DH, F)
-        vr = cuda.local.array(DH, F)
-        dk = cuda.local.array(DH, F)
-        dv = cuda.local.array(DH, F)
+        − delta_i) are recomputed. Grid (⌈N/T⌉, H, B), a block per tile of T keys."""
+        # Flash-attention-2 dK/dV: the block's keys and values stay in shared memory;
+        # queries (q, dO, lse, delta) are swept in tiles. No atomics.
+        Ks = cuda.shared.array((T, DW), F)
+        Vs = cuda.shared.array((T, DW), F)
+        Qs = cuda.shared.array((T, DW), F)
+        dOs = cuda.shared.array((T, DW), F)
+        Ps = cuda.shared.array((T, TW), F)
+        dSs = cuda.shared.array((T, TW), F)
+        Ls = cuda.shared.array(T, F)
+        Dl = cuda.shared.array(T, F)
+        dk = cuda.local.array(R, F)
+        dv = cuda.local.array(R, F)
         t = cuda.threadIdx.x
+        j = t % T
+        g = t // T
         h = cuda.blockIdx.y
         b = cuda.blockIdx.z
-        j = cuda.blockIdx.x * BQ + t
-        D = H * Dh
-        qo = h * Dh
-        ko = D + h * Dh
-        vo = 2 * D + h * Dh
-        valid = j < N
-        for d in range(Dh):
-            kr[d] = qkv[b, j, ko + d] if valid else ZERO
-            vr[d] = qkv[b, j, vo + d] if valid else ZERO
-            dk[d] = ZERO
-            dv[d] = ZERO
-        for i0 in range(0, N, BKV):
-            for e in range(t, BKV * Dh, BQ):
-                ii = e // Dh
-                d = e - ii * Dh
-                if i0 + ii < N:
-                    Qs[ii, d] = qkv[b, i0 + ii, qo + d]
-                    dOs[ii, d] = dout[b, i0 + ii, qo + d]
-            for ii in range(t, BKV, BQ):
-                if i0 + ii < N:
-                    Ls[ii] = lse[b, h, i0 + ii]
-                    Ds[ii] = delta[b, h, i0 + ii]
+        j0 = cuda.blockIdx.x * T
+        D = H * DH
+        qo = h * DH
+        ko = D + qo
+        vo = 2 * D + qo
+        stage_tile(qkv, qkv, b, j0, ko, vo, N, Ks, Vs, t)      # the block's keys
+        for r in range(R):
+            dk[r] = ZERO
+            dv[r] = ZERO
+        for i0 in range(0, N, T):
+            stage_tile(qkv, dout, b, i0, qo, qo, N, Qs, dOs, t)   # query tile
+            stage_rows(lse, delta, b, h, i0, N, Ls, Dl, t)
             cuda.syncthreads()
-            if valid:
-                for ii in range(min(BKV, N - i0)):
-                    s = ZERO
-                    dp = ZERO
-                    for d in range(Dh):
-                        s += Qs[ii, d] * kr[d]
-                        dp += dOs[ii, d] * vr[d]
-                    p = math.exp(s * scale - Ls[ii])
-                    ds = p * (dp - Ds[ii])
-                    for d in range(Dh):
-                        dv[d] += p * dOs[ii, d]
-                        dk[d] += ds * Qs[ii, d]
+            for k in range(KT):
+                ii = g + G * k
+                s = ZERO
+                dp = ZERO
+                for d in range(DH):
+                    s += Qs[ii, d] * Ks[j, d]
+                    dp += dOs[ii, d] * Vs[j, d]
+                p = math.exp(s * scale - Ls[ii]) if i0 + ii < N else ZERO
+                Ps[j, ii] = p
+                dSs[j, ii] = p * (dp - Dl[ii])
             cuda.syncthreads()
-        if valid:
-            for d in range(Dh):
-                dqkv[b, j, ko + d] = dk[d] * scale
-                dqkv[b, j, vo + d] = dv[d]
+            for ii in range(T):
+                p = Ps[j, ii]
+                ds = dSs[j, ii]
+                for r in range(R):
+                    dv[r] += p * dOs[ii, g + G * r]
+                    dk[r] += ds * Qs[ii, g + G * r]
+            cuda.syncthreads()
+        if j0 + j < N:
+            for r in range(R):
+                d = g + G * r
+                if d < DH:
+                    dqkv[b, j0 + j, ko + d] = dk[r] * scale
+                    dqkv[b, j0 + j, vo + d] = dv[r]
 
     @cuda.jit
-    def attn_bwd_dq(qkv, dout, lse, delta, dqkv, N, H, Dh, scale):
-        """dq_i = s·Σ_j dS_ij k_j, written into the q columns of dqkv (B, N, 3D)."""
-        # grid (⌈N/BQ⌉, H, B); one thread per query row with q_i, dO_i, dq_i in
-        # registers; keys and values swept in shared-memory tiles of BKV rows.
-        Ks = cuda.shared.array((BKV, DH), F)
-        Vs = cuda.shared.array((BKV, DH), F)
-        q = cuda.local.array(DH, F)
-        g = cuda.local.array(DH, F)
-        dq = cuda.local.array(DH, F)
+    def attn_bwd_dq(qkv, dout, lse, delta, dqkv, N, H, scale):
+        """dq_i = s·Σ_j dS_ij k_j, written into the q columns of dqkv (B, N, 3D).
+        Grid (⌈N/T⌉, H, B), a block per tile of T queries."""
+        # the block's q, dO, lse, delta stay in shared memory; keys/values swept in tiles
+        Qs = cuda.shared.array((T, DW), F)
+        dOs = cuda.shared.array((T, DW), F)
+        Ks = cuda.shared.array((T, DW), F)
+        Vs = cuda.shared.array((T, DW), F)
+        dSs = cuda.shared.array((T, TW), F)
+        Ls = cuda.shared.array(T, F)
+        Dl = cuda.shared.array(T, F)
+        dq = cuda.local.array(R, F)
         t = cuda.threadIdx.x
+        i = t % T
+        g = t // T
         h = cuda.blockIdx.y
         b = cuda.blockIdx.z
-        i = cuda.blockIdx.x * BQ + t
-        D = H * Dh
-        qo = h * Dh
-        ko = D + h * Dh
-        vo = 2 * D + h * Dh
-        valid = i < N
-        for d in range(Dh):
-            q[d] = qkv[b, i, qo + d] if valid else ZERO
-            g[d] = dout[b, i, qo + d] if valid else ZERO
-            dq[d] = ZERO
-        L = lse[b, h, i] if valid else ZERO
-        Dl = delta[b, h, i] if valid else ZERO
-        for j0 in range(0, N, BKV):
-            for e in range(t, BKV * Dh, BQ):
-                jj = e // Dh
-                d = e - jj * Dh
-                if j0 + jj < N:
-                    Ks[jj, d] = qkv[b, j0 + jj, ko + d]
-                    Vs[jj, d] = qkv[b, j0 + jj, vo + d]
+        i0 = cuda.blockIdx.x * T
+        D = H * DH
+        qo = h * DH
+        ko = D + qo
+        vo = 2 * D + qo
+        stage_tile(qkv, dout, b, i0, qo, qo, N, Qs, dOs, t)       # the block's queries
+        stage_rows(lse, delta, b, h, i0, N, Ls, Dl, t)
+        for r in range(R):
+            dq[r] = ZERO
+        for j0 in range(0, N, T):
+            stage_tile(qkv, qkv, b, j0, ko, vo, N, Ks, Vs, t)
             cuda.syncthreads()
-            if valid:
-                for jj in range(min(BKV, N - j0)):
-                    s = ZERO
-                    dp = ZERO
-                    for d in range(Dh):
-                        s += q[d] * Ks[jj, d]
-                        dp += g[d] * Vs[jj, d]
-                    ds = math.exp(s * scale - L) * (dp - Dl)
-                    for d in range(Dh):
-                        dq[d] += ds * Ks[jj, d]
+            for k in range(KT):
+                jj = g + G * k
+                s = ZERO
+                dp = ZERO
+                for d in range(DH):
+                    s += Qs[i, d] * Ks[jj, d]
+                    dp += dOs[i, d] * Vs[jj, d]
+                ok = j0 + jj < N
+                dSs[i, jj] = math.exp(s * scale - Ls[i]) * (dp - Dl[i]) if ok else ZERO
             cuda.syncthreads()
-        if valid:
-            for d in range(Dh):
-                dqkv[b, i, qo + d] = dq[d] * scale
+            for jj in range(T):
+                ds = dSs[i, jj]
+                for r in range(R):
+                    dq[r] += ds * Ks[jj, g + G * r]
+            cuda.syncthreads()
+        if i0 + i < N:
+            for r in range(R):
+                d = g + G * r
+                if d < DH:
+                    dqkv[b, i0 + i, qo + d] = dq[r] * scale
 
     return SimpleNamespace(attn_fwd=attn_fwd, attn_probs=attn_probs,
                            attn_bwd_delta=attn_bwd_delta, attn_bwd_dkdv=attn_bwd_dkdv,
-                           attn_bwd_dq=attn_bwd_dq, bq=BQ, bkv=BKV, dh_max=DH)
+                           attn_bwd_dq=attn_bwd_dq, T=T, threads=NT, dh=DH)

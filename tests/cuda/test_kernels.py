@@ -33,15 +33,9 @@ def close(be, dev, ref, tol=F32):
 
 
 # ---------------------------------------------------------------------- interface
-# Masked-patch-prediction ops the CUDA backend does not have yet (issue 12; the contract
-# test tests/test_backend_contract.py holds a strict xfail for them): drop when written.
-_PENDING = {"take_patch_tokens", "take_patch_tokens_backward", "corruption_forward",
-            "corruption_backward", "masked_patch_loss"}
-
-
 def test_every_numpy_backend_method_exists_with_the_same_signature(be_small):
     for name, ref in inspect.getmembers(NumpyBackend):
-        if name.startswith("_") or name in _PENDING:
+        if name.startswith("_"):
             continue
         assert hasattr(be_small, name), f"CudaBackend lacks {name}"
         if callable(ref):
@@ -358,3 +352,77 @@ def test_float64_kernels(be_small, rng):
                                  up(be, bb, np.float64))
     close(be, yl, yl_ref, F64)
     _attention_check(be, rng, 2, 5, 2, 3, np.float64, F64)
+
+
+# ---------------------------------------------------------------------- attention tiling
+def test_attention_tiles_fit_static_shared_memory():
+    """Float64 and wide heads get smaller tiles (or more threads per row) so that every
+    attention kernel fits 48 KiB of static shared memory and its per-thread accumulators
+    fit registers: the sizes the compile gate (tests/test_cuda_compile.py) assembles."""
+    from minivit.backends.cuda_kernels import (DEFAULT_TILES, SMALL_TILES, _attn_smem_bytes,
+                                               attention_tile)
+    want = {(np.float32, 32): (32, 4), (np.float32, 64): (32, 4), (np.float32, 80): (16, 4),
+            (np.float64, 32): (16, 4), (np.float64, 64): (16, 4), (np.float64, 80): (16, 8),
+            (np.float64, 128): (8, 8)}
+    for (dt, dh), tg in want.items():
+        T, G = attention_tile(dt, dh, DEFAULT_TILES)
+        assert (T, G) == tg, (dt, dh)
+        dw = -(-dh // G) * G + 1
+        assert _attn_smem_bytes(T, dw, np.dtype(dt).itemsize) <= 48 * 1024
+        assert -(-dh // G) * np.dtype(dt).itemsize <= 128       # accumulator row bytes
+    # the simulator's tiny tiles shrink in float64 too, so the tests run that path
+    assert attention_tile(np.float32, 3, SMALL_TILES) == (4, 2)
+    assert attention_tile(np.float64, 3, SMALL_TILES) == (2, 2)
+
+
+# ---------------------------------------------------------------------- masked patch prediction
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_patch_corruption_matches_numpy(be_small, rng, dtype):
+    """The [mask] / random-copy corruption of masked patch prediction and its adjoint
+    (including a source copied to several positions, and positions whose own embedding
+    is replaced) against minivit.ops.masked."""
+    from minivit.ops import masked
+    B, N, D = 2, 6, 5
+    plan = masked.corruption_plan(B, N, rng, mask_ratio=0.9, p_mask=0.4, p_random=0.5)
+    plan.source.reshape(-1)[np.flatnonzero(plan.kind == masked.RANDOM)[:2]] = 3
+    assert (plan.kind == masked.MASK).any() and (plan.kind == masked.RANDOM).sum() >= 2
+    e = rng.standard_normal((B, N, D))
+    mask = rng.standard_normal(D)
+    dout = rng.standard_normal((B, N, D))
+    out_ref, c_ref = masked.corruption_forward(e, mask, plan)
+    de_ref, dmask_ref = masked.corruption_backward(dout, c_ref)
+    tol = F64 if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    out, c = be_small.corruption_forward(up(be_small, e, dtype), up(be_small, mask, dtype),
+                                         plan)
+    close(be_small, out, out_ref, tol)
+    de, dmask = be_small.corruption_backward(up(be_small, dout, dtype), c)
+    close(be_small, de, de_ref, tol)
+    close(be_small, dmask, dmask_ref, tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_masked_patch_loss_and_token_slices_match_numpy(be_small, rng, dtype):
+    """The MPP head's patch-token slice (and its adjoint) and the loss over the
+    corrupted patches only, against minivit.ops.masked and NumPy slicing."""
+    from minivit.ops import masked
+    be = be_small
+    B, N, K, D = 2, 5, 7, 3
+    tol = F64 if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+    z = rng.standard_normal((B, N + 1, D))
+    close(be, be.take_patch_tokens(up(be, z, dtype)), z[:, 1:], tol)
+    dz = be.take_patch_tokens_backward(up(be, z[:, 1:], dtype), z.shape)
+    want = z.copy()
+    want[:, 0] = 0.0
+    close(be, dz, want, tol)
+    logits = rng.standard_normal((B, N, K)) * 3
+    targets = rng.integers(0, K, (B, N))
+    corrupted = rng.random((B, N)) < 0.5
+    corrupted[0, 0], corrupted[1, 4] = True, False
+    loss_ref, d_ref = masked.masked_patch_loss(logits, targets, corrupted)
+    loss, d = be.masked_patch_loss(up(be, logits, dtype), targets, corrupted)
+    assert loss == pytest.approx(loss_ref, rel=1e-10 if dtype == np.float64 else 1e-5)
+    close(be, d, d_ref, tol)
+    loss0, d0 = be.masked_patch_loss(up(be, logits, dtype), targets, np.zeros((B, N), bool))
+    assert loss0 == 0.0 and not be.to_host(d0).any()
+    with pytest.raises(ConfigError, match="targets"):
+        be.masked_patch_loss(up(be, logits, dtype), targets[:1], corrupted)
