@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ViTConfig
+from . import models
 from .errors import CheckpointError, ConfigError
 from .errors import one_line as _one_line
 from .settings import DataSettings, TrainSettings
@@ -190,7 +190,8 @@ def save_checkpoint(path, model, optimizer=None, extra=None, ema=None, **meta) -
     arrays.update({f"extra/{k}": np.asarray(v) for k, v in (extra or {}).items()})
     if ema is not None:
         arrays.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
-    info = {"format": FORMAT, "config": model.config.to_dict(), "dtype": str(model.dtype)}
+    info = {"format": FORMAT, "config": model.config.to_dict(), "dtype": str(model.dtype),
+            "model": models.model_kind(model.config)}     # which family the config is
     info.update(meta)
     arrays["meta.json"] = np.frombuffer(json.dumps(info).encode("utf-8"), dtype=np.uint8)
     return atomic_write_npz(path, arrays)
@@ -202,7 +203,7 @@ _META_TYPES = {
     "dtype": str, "epoch": int, "batch": int, "step": int, "seed": int,
     "elapsed": (int, float), "history": list, "running": dict, "settings": dict,
     "objective": str, "data_settings": dict, "objective_settings": dict, "data": dict,
-    "extended_from": list,
+    "extended_from": list, "model": str,
 }
 
 
@@ -227,7 +228,8 @@ def _check_meta(meta: dict, path) -> None:
 def load_checkpoint(path) -> dict:
     """Read and validate a checkpoint.
 
-    Returns ``{"config": ViTConfig, "params": {name: array}, "optim": {key: array},
+    Returns ``{"config": ViTConfig | ResNetConfig | HybridConfig (meta.json "model"; a
+    ViT when absent), "params": {name: array}, "optim": {key: array},
     "extra": {name: array}, "ema": {name: array} (empty without a weight average),
     "meta": dict}``. Raises CheckpointError naming the key for missing or mis-shaped
     parameters, non-float arrays, a missing/invalid meta.json or a config that disagrees
@@ -248,7 +250,7 @@ def load_checkpoint(path) -> dict:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
     try:
-        config = ViTConfig.from_dict(meta["config"])
+        config = models.config_from_dict(meta["config"], meta.get("model", "vit"))
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid config in meta.json: {_one_line(e)}") from None
     _check_meta(meta, path)
@@ -263,12 +265,12 @@ def load_checkpoint(path) -> dict:
     # param_shapes() enumerate (and store) 10**13 names. The blocks present bound it.
     blocks = {k.split(".")[1] for k in params if k.startswith("blocks.") and k.count(".") >= 2}
     n_blocks = sum(1 for b in blocks if b.isdigit())
-    if config.depth > n_blocks:
+    if getattr(config, "depth", 0) > n_blocks:     # a ResNet has no transformer blocks
         first = next(k for k in config.replace(depth=n_blocks + 1).param_shapes()
                      if k.startswith(f"blocks.{n_blocks}."))
         raise CheckpointError(f"{path}: missing key param/{first} (the config says "
                               f"depth={config.depth}, the file holds {n_blocks} blocks)")
-    expected = config.param_shapes()
+    expected = models.state_shapes(config)   # parameters (+ a conv model's BN statistics)
     for name, shape in expected.items():
         if name not in params:
             raise CheckpointError(f"{path}: missing key param/{name}")
@@ -294,7 +296,8 @@ def load_checkpoint(path) -> dict:
             raise CheckpointError(f"{path}: optim/step must be an integer scalar >= 0, got "
                                   f"{st.dtype} {st.shape}")
     _refuse_surplus(path, "param/", params, expected)
-    if ema:                                  # the weight average: the same names and shapes
+    if ema:                                  # the weight average: the parameters' names
+        expected = config.param_shapes()     # and shapes (not the BN statistics)
         for name, shape in expected.items():
             a = ema.get(name)
             if a is None:
@@ -353,13 +356,16 @@ def require_training_state(ck: dict, path) -> None:
 
 
 def load_model(path, backend="numpy", dtype=None, ema=False):
-    """Build a :class:`~minivit.model.ViT` from a checkpoint. dtype: None keeps the saved
+    """Build the checkpoint's model (a :class:`~minivit.model.ViT`, or the ResNet /
+    hybrid ViT its meta.json "model" names) from a checkpoint. dtype: None keeps the saved
     dtype. ema: load the moving average of the weights instead of the raw weights
     (CheckpointError when the file holds none). Returns (model, meta)."""
-    from .model import ViT
     ck = load_checkpoint(path)
     if ema and not ck["ema"]:
         raise CheckpointError(f"{path}: holds no weight average (train with --ema-decay)")
-    model = ViT(ck["config"], dtype=dtype or ck["meta"].get("dtype", "float32"),
-                backend=backend, params=ck["ema"] if ema else ck["params"])
+    params = ck["params"]
+    if ema:                                  # the average's weights, the BN statistics kept
+        params = {**params, **ck["ema"]}
+    model = models.build_model(ck["config"], dtype=dtype or ck["meta"].get("dtype", "float32"),
+                               backend=backend, params=params)
     return model, ck["meta"]

@@ -117,7 +117,7 @@ def finetune(checkpoint, out, image_size=None, num_classes=None, *, data=None,
     returns.
     """
     from minivit.checkpoint import load_checkpoint
-    from minivit.hub import resolve_checkpoint
+    from minivit.hub import require_vit, resolve_checkpoint
     from minivit.train import recipe_settings, train
     if limit is not None:
         overrides.setdefault("limit_train", limit)
@@ -131,6 +131,7 @@ def finetune(checkpoint, out, image_size=None, num_classes=None, *, data=None,
     s = recipe_settings(settings, typed, RECIPE).validate()
     checkpoint = resolve_checkpoint(checkpoint)      # "default", a run folder or a file
     ck = load_checkpoint(checkpoint)
+    require_vit(ck["meta"], checkpoint, "finetune")
     old = ck["config"]
     new = old.replace(image_size=old.image_size if image_size is None else image_size,
                       num_classes=old.num_classes if num_classes is None else num_classes,

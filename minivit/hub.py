@@ -96,6 +96,15 @@ def require_classifier(meta: dict, path) -> None:
             f"chance; fine-tune it first (minivit finetune {path} --out DIR)")
 
 
+def require_vit(meta: dict, path, command: str) -> None:
+    """Refuse a ResNet / hybrid ViT checkpoint (meta.json "model") in a ``command`` that
+    works on a plain ViT's patches and parameters (finetune, inspect), in one line."""
+    kind = meta.get("model", "vit")
+    if kind != "vit":
+        raise CheckpointError(f"{path} holds a {kind} model; minivit {command} works on "
+                              f"ViT checkpoints only (eval and predict take any model)")
+
+
 def class_names(meta: dict, num_classes: int, path) -> list[str]:
     """The class names a checkpoint was trained with: ``meta["classes"]`` when saved, else
     CIFAR-10's for a 10-class model, else ``class0 … class{C-1}``. Raises CheckpointError

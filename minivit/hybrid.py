@@ -96,9 +96,11 @@ class HybridViT(ConvTrunk):
         self.grads = {n: self.grads[n] for n in self.params}
         return dx
 
-    def loss_and_grads(self, images, labels, smoothing=0.0):
+    def loss_and_grads(self, images, labels, smoothing=0.0, rng_key=None, first_row=0):
         """One training step's forward (batch statistics) and backward with softmax
-        cross-entropy. Returns (loss: float, logits: host (B, classes))."""
+        cross-entropy. rng_key, first_row: the trainer's dropout keys (the ViT's
+        signature); the hybrid's encoder has no dropout, so they are unused.
+        Returns (loss: float, logits: host (B, classes))."""
         logits = self.forward(images, train=True)
         loss, dlogits = self.be.softmax_cross_entropy(logits, labels, smoothing)
         self.backward(dlogits)

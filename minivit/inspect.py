@@ -307,11 +307,12 @@ def inspect_checkpoint(checkpoint, out, data_dir=None, n_images=8, backend="nump
     paths written and the distances."""
     from minivit import plots_inspect as pi
     from minivit.checkpoint import load_model
-    from minivit.hub import class_names, resolve_checkpoint
+    from minivit.hub import class_names, require_vit, resolve_checkpoint
     if n_images < 1:
         raise ConfigError(f"--images must be >= 1, got {n_images}")
     checkpoint = resolve_checkpoint(checkpoint)
     model, meta = load_model(checkpoint, backend=backend)
+    require_vit(meta, checkpoint, "inspect")
     c = model.config
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

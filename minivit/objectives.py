@@ -96,8 +96,8 @@ class Classification(Objective):
     name = "classification"
 
     def build_model(self, config, s):
-        from .model import ViT
-        return ViT(config, seed=s.seed, dtype=s.dtype, backend=s.backend)
+        from .models import build_model        # a ViT, ResNet or hybrid ViT by config
+        return build_model(config, seed=s.seed, dtype=s.dtype, backend=s.backend)
 
     def transform(self, config, s):
         from .data.augment import Augmenter

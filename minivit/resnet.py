@@ -253,9 +253,11 @@ class ResNet(ConvTrunk):
         self.grads = {n: self.grads[n] for n in self.params}      # model order
         return dx
 
-    def loss_and_grads(self, images, labels, smoothing=0.0):
+    def loss_and_grads(self, images, labels, smoothing=0.0, rng_key=None, first_row=0):
         """One training step's forward (batch statistics) and backward with softmax
         cross-entropy. images: (B, H, W, C); labels: (B,) ints or (B, classes) soft.
+        rng_key, first_row: the trainer's dropout keys (the ViT's signature); a ResNet
+        has no dropout, so they are unused.
         Returns (loss: float, logits: host (B, classes)); gradients in ``self.grads``."""
         logits = self.forward(images, train=True)
         loss, dlogits = self.be.softmax_cross_entropy(logits, labels, smoothing)

@@ -138,6 +138,7 @@ class _Trunk:
     from_dict = vars(ViTConfig)["from_dict"]
     from_json = vars(ViTConfig)["from_json"]
     replace = ViTConfig.replace
+    train_flops_per_image = ViTConfig.train_flops_per_image   # 3 × flops_per_image
 
     def num_params(self) -> int:
         """Exact number of trainable scalars (BN running statistics are not counted)."""

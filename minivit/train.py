@@ -44,7 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed
+from . import distributed, models
+from .backends.conv_ops import get_conv_ops
 from .config import ViTConfig
 from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from .objectives import Classification, Objective
@@ -183,6 +184,8 @@ class _Run:
             _refuse_existing(self.ckpt)
         if config is None:
             config = ViTConfig.preset("cifar10-tiny")
+        if models.model_kind(config) != "vit":
+            get_conv_ops(s.backend)         # a conv model on --backend cuda: one line, now
         self.config, self.s, self.ds = config, s.validate(), ds.validate()
         if objective.settings is not None:
             objective.settings.validate()
@@ -200,7 +203,12 @@ class _Run:
             raise ConfigError(f"--resume: {self.ckpt} is a {kind} run; this command trains "
                               f"{self.objective.name}")
         diff = []
-        if config is not None:              # a ViTConfig, or the fields a user typed
+        if config is not None and not isinstance(config, dict):
+            kinds = models.model_kind(config), models.model_kind(state["config"])
+            if kinds[0] != kinds[1]:
+                raise ConfigError(f"--resume: {self.ckpt} trains a {kinds[1]} model, not a "
+                                  f"{kinds[0]}; leave --preset out, or choose another --out")
+        if config is not None:              # a config, or the fields a user typed
             fields = config if isinstance(config, dict) else config.to_dict()
             diff += _differences(fields, state["config"].to_dict())
         saved = TrainSettings.from_dict(meta["settings"])
@@ -306,9 +314,17 @@ class _Trainer:
     def header(self):
         c, s, d = self.r.config, self.s, self.data_info
         where = f"; output in {self.r.out}/" if self.r.out else ""
-        self.log(f"model: {c.num_params():,} parameters (D={c.dim}, depth {c.depth}, "
-                 f"{c.heads} heads, N={c.num_patches} patches of {c.patch_size}x"
-                 f"{c.patch_size}) on the {s.backend} backend")
+        kind = models.model_kind(c)
+        if kind == "vit":
+            shape = (f"D={c.dim}, depth {c.depth}, {c.heads} heads, N={c.num_patches} "
+                     f"patches of {c.patch_size}x{c.patch_size}")
+        else:                               # the conv trunk, then (hybrid) the encoder
+            shape = (f"{kind}: conv trunk widths {'/'.join(map(str, c.widths))}, "
+                     f"{sum(c.depths)} residual blocks")
+            if kind == "hybrid":
+                shape += (f"; D={c.dim}, depth {c.depth}, {c.heads} heads, "
+                          f"N={c.num_patches} patches of 1x1")
+        self.log(f"model: {c.num_params():,} parameters ({shape}) on the {s.backend} backend")
         self.log(f"{self.obj.describe()} on {d['n_train']:,} {d['source']} training images "
                  f"({d['n_test']:,} test), {s.epochs} epoch{'s' * (s.epochs != 1)} of "
                  f"{self.spe} steps{where}")
@@ -502,7 +518,8 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
     history (per-epoch metrics), test_acc (last epoch), checkpoint path, settings,
     data_source ("cifar10", "synthetic" or "user"), interrupted (None).
 
-    model_config: ViTConfig or preset name (None: cifar10-tiny, or the checkpoint's when
+    model_config: ViTConfig (or ResNetConfig / HybridConfig) or any family's preset name
+    (:func:`minivit.models.all_presets`; None: cifar10-tiny, or the checkpoint's when
     resuming), or a dict of some ViTConfig fields (over cifar10-tiny; on resume only
     these are checked against the run). data: dict like ``load_cifar10`` returns
     (x_train (n, H, W, C) uint8, y_train (n,), x_test, y_test, classes); default:
@@ -523,7 +540,8 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
     comm = distributed.current()
     log, progress = comm.logger(log), progress and comm.is_root
     objective = objective or Classification()
-    config = ViTConfig.preset(model_config) if isinstance(model_config, str) else model_config
+    config = (models.config_from_preset(model_config) if isinstance(model_config, str)
+              else model_config)
     if isinstance(config, dict) and not resume:  # some fields: over the default preset
         config = ViTConfig.preset("cifar10-tiny", **config)
     s = TrainSettings.from_dict(dict(settings.to_dict() if settings is not None else {},
@@ -631,11 +649,10 @@ def add_run_flags(p, defaults=None, exclude=(), help=None, model=True):
     ViTConfig fields (model=True), the TrainSettings fields (``defaults``: this
     subcommand's recipe), the DataSettings fields, and data/output/resume flags.
     Shared by train, pretrain and finetune, so each flag reads the same in all three."""
-    from .config import PRESETS
     from .flags import add_flags
     if model:
         p.add_argument("--preset", default=argparse.SUPPRESS,
-                       help=f"one of: {', '.join(PRESETS)} (default: cifar10-tiny; on "
+                       help=f"one of: {', '.join(models.all_presets())} (default: cifar10-tiny; on "
                             f"--resume: the run's)")
         add_flags(p, ViTConfig, defaults=ViTConfig.preset("cifar10-tiny"),
                   title="model (override the preset)")
@@ -672,15 +689,32 @@ def run_args(args, model=True) -> dict:
     kw.update(data)
     if model:
         m = given(args, ViTConfig)
-        if hasattr(args, "preset"):
+        if hasattr(args, "preset") and models.preset_kind(args.preset) != "vit":
+            m = _conv_preset(args.preset, m)     # a config object, not a dict of fields
+        elif hasattr(args, "preset"):
             m = ViTConfig.preset(args.preset, **m).to_dict()
         if args.resume:                     # only what was typed is checked against the run
             kw["model_config"] = m or None
         elif m:
-            kw["model_config"] = ViTConfig.preset("cifar10-tiny", **m)
+            kw["model_config"] = m if not isinstance(m, dict) else \
+                ViTConfig.preset("cifar10-tiny", **m)
     kw.update(data_dir=args.data_dir, out_dir=args.out, resume=args.resume,
               overwrite=args.overwrite, progress=not args.no_progress)
     return kw
+
+
+def _conv_preset(name, typed: dict):
+    """The ResNet / hybrid config of preset ``name`` with the model flags the user typed
+    (``typed``: ViTConfig field → value) that this family has; a ViT-only flag (e.g.
+    --patch-size for a ResNet) is refused by name."""
+    config = models.config_from_preset(name)
+    fields = set(config.to_dict())
+    alien = [k for k in typed if k not in fields]
+    if alien:
+        raise ConfigError(f"--preset {name} is a {models.model_kind(config)} model: "
+                          f"{', '.join('--' + k.replace('_', '-') for k in alien)} "
+                          f"only applies to a ViT")
+    return config.replace(**typed) if typed else config
 
 
 def report(r, out) -> None:
