@@ -203,11 +203,17 @@ class _Run:
             raise ConfigError(f"--resume: {self.ckpt} is a {kind} run; this command trains "
                               f"{self.objective.name}")
         diff = []
-        if config is not None and not isinstance(config, dict):
-            kinds = models.model_kind(config), models.model_kind(state["config"])
-            if kinds[0] != kinds[1]:
-                raise ConfigError(f"--resume: {self.ckpt} trains a {kinds[1]} model, not a "
-                                  f"{kinds[0]}; leave --preset out, or choose another --out")
+        saved_kind = models.model_kind(state["config"])
+        if isinstance(config, dict):        # typed model flags, or a ViT preset's fields
+            alien = sorted(set(config) - set(state["config"].to_dict()))
+            if alien:
+                raise ConfigError(f"--resume: {self.ckpt} trains a {saved_kind} model: "
+                                  f"{', '.join('--' + k.replace('_', '-') for k in alien)} "
+                                  f"only applies to a ViT; leave the model flags out")
+        elif config is not None and models.model_kind(config) != saved_kind:
+            raise ConfigError(f"--resume: {self.ckpt} trains a {saved_kind} model, not a "
+                              f"{models.model_kind(config)}; leave --preset out, or choose "
+                              f"another --out")
         if config is not None:              # a config, or the fields a user typed
             fields = config if isinstance(config, dict) else config.to_dict()
             diff += _differences(fields, state["config"].to_dict())

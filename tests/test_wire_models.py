@@ -6,11 +6,7 @@ model from the checkpoint; what a conv model cannot do is refused in one line.
 Tiny and fast: 64 synthetic images, one epoch, the real ``python -m minivit`` entry point.
 """
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,26 +21,10 @@ from minivit.models import state_shapes
 from minivit.resnet import ResNet
 from minivit.resnet_config import HybridConfig, ResNetConfig
 from minivit.train import TrainSettings, train
+from test_first_hour import one_error_line, run   # python -m minivit, downloads refused
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--synthetic", "--limit-train", "64", "--limit-test", "32", "--batch-size", "16",
         "--epochs", "1", "--backend", "numpy", "--no-progress"]
-
-
-def run(*argv, cwd):
-    """``python -m minivit ARGV`` with downloads refused (proxy on a closed port)."""
-    env = {k: v for k, v in os.environ.items() if k != "MINIVIT_DATA_DIR"}
-    env.update(PYTHONPATH=str(ROOT), HOME=str(cwd / "home"), XDG_CACHE_HOME=str(cwd / "cache"),
-               https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
-    return subprocess.run([sys.executable, "-m", "minivit", *map(str, argv)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=300)
-
-
-def one_error_line(r, cmd):
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert len(lines) == 1 and lines[0].startswith(f"minivit {cmd}: error: "), r.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("preset,kind,cls", [("resnet-8", "resnet", ResNet),
@@ -155,6 +135,9 @@ def test_resume_refuses_another_family(tmp_path):
           stop_after_epochs=1, **QUIET)
     with pytest.raises(ConfigError, match="trains a resnet model, not a hybrid"):
         train(HYBRID, data=DATA, out_dir=tmp_path / "r", resume=True, **QUIET)
+    line = one_error_line(run("train", "--resume", "--patch-size", "2", "--out", tmp_path / "r",
+                              cwd=tmp_path), "train")
+    assert "trains a resnet model: --patch-size only applies to a ViT" in line
 
 
 @pytest.mark.parametrize("config,kind", [(RESNET, "resnet"), (HYBRID, "hybrid")],
