@@ -190,9 +190,11 @@ def save_checkpoint(path, model, optimizer=None, extra=None, ema=None, **meta) -
     arrays.update({f"extra/{k}": np.asarray(v) for k, v in (extra or {}).items()})
     if ema is not None:
         arrays.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
-    info = {"format": FORMAT, "config": model.config.to_dict(), "dtype": str(model.dtype),
-            "model": models.model_kind(model.config)}     # which family the config is
+    info = {"format": FORMAT, "config": model.config.to_dict(), "dtype": str(model.dtype)}
     info.update(meta)
+    # which family the config is; not "model" (a re-saved meta's **fields would collide
+    # with the ``model`` argument), and set last: a stale value in ``meta`` cannot lie
+    info["model_kind"] = models.model_kind(model.config)
     arrays["meta.json"] = np.frombuffer(json.dumps(info).encode("utf-8"), dtype=np.uint8)
     return atomic_write_npz(path, arrays)
 
@@ -203,7 +205,7 @@ _META_TYPES = {
     "dtype": str, "epoch": int, "batch": int, "step": int, "seed": int,
     "elapsed": (int, float), "history": list, "running": dict, "settings": dict,
     "objective": str, "data_settings": dict, "objective_settings": dict, "data": dict,
-    "extended_from": list, "model": str,
+    "extended_from": list, "model_kind": str,
 }
 
 
@@ -228,7 +230,7 @@ def _check_meta(meta: dict, path) -> None:
 def load_checkpoint(path) -> dict:
     """Read and validate a checkpoint.
 
-    Returns ``{"config": ViTConfig | ResNetConfig | HybridConfig (meta.json "model"; a
+    Returns ``{"config": ViTConfig | ResNetConfig | HybridConfig (meta.json "model_kind"; a
     ViT when absent), "params": {name: array}, "optim": {key: array},
     "extra": {name: array}, "ema": {name: array} (empty without a weight average),
     "meta": dict}``. Raises CheckpointError naming the key for missing or mis-shaped
@@ -250,7 +252,7 @@ def load_checkpoint(path) -> dict:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
     try:
-        config = models.config_from_dict(meta["config"], meta.get("model", "vit"))
+        config = models.config_from_dict(meta["config"], meta.get("model_kind", "vit"))
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid config in meta.json: {_one_line(e)}") from None
     _check_meta(meta, path)
@@ -357,7 +359,7 @@ def require_training_state(ck: dict, path) -> None:
 
 def load_model(path, backend="numpy", dtype=None, ema=False):
     """Build the checkpoint's model (a :class:`~minivit.model.ViT`, or the ResNet /
-    hybrid ViT its meta.json "model" names) from a checkpoint. dtype: None keeps the saved
+    hybrid ViT its meta.json "model_kind" names) from a checkpoint. dtype: None keeps the saved
     dtype. ema: load the moving average of the weights instead of the raw weights
     (CheckpointError when the file holds none). Returns (model, meta)."""
     ck = load_checkpoint(path)

@@ -97,9 +97,9 @@ def require_classifier(meta: dict, path) -> None:
 
 
 def require_vit(meta: dict, path, command: str) -> None:
-    """Refuse a ResNet / hybrid ViT checkpoint (meta.json "model") in a ``command`` that
+    """Refuse a ResNet / hybrid ViT checkpoint (meta.json "model_kind") in a ``command`` that
     works on a plain ViT's patches and parameters (finetune, inspect), in one line."""
-    kind = meta.get("model", "vit")
+    kind = meta.get("model_kind", "vit")
     if kind != "vit":
         raise CheckpointError(f"{path} holds a {kind} model; minivit {command} works on "
                               f"ViT checkpoints only (eval and predict take any model)")

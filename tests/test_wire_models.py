@@ -36,7 +36,7 @@ def test_cli_trains_a_conv_preset_and_predict_loads_it(tmp_path, preset, kind, c
     assert f"({kind}: conv trunk widths 16/32/64, 3 residual blocks" in r.stdout, r.stdout
     assert "final test accuracy on the synthetic set" in r.stdout
     ck = load_checkpoint(out / "checkpoint.npz")
-    assert ck["meta"]["model"] == kind and ck["meta"]["epoch"] == 1
+    assert ck["meta"]["model_kind"] == kind and ck["meta"]["epoch"] == 1
     assert type(ck["config"]).__name__ == cls.config_class.__name__
     # every parameter and BN running statistic is saved; training moved the statistics
     assert set(ck["params"]) == set(state_shapes(ck["config"]))
