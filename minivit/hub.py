@@ -80,9 +80,10 @@ def checkpoint_kind(meta: dict) -> str:
     """What a checkpoint's head was trained for: ``"masked-patch-prediction"`` for the
     self-supervised weights of ``minivit pretrain`` (the classification head is untrained
     there), else ``"classifier"``."""
-    for key in ("pretrain", "objective"):
-        if meta.get(key) == MPP or (key == "objective" and meta.get(key) == "mpp"):
-            return MPP
+    # every run of the one training loop records its objective; "pretrain" is the field
+    # the masked-patch checkpoints of earlier versions wrote
+    if MPP in (meta.get("objective"), meta.get("pretrain")):
+        return MPP
     return "classifier"
 
 
