@@ -40,6 +40,7 @@ TIMEOUT_ENV = "MINIVIT_MPI_TIMEOUT"       # seconds a rank waits for the others
 FAULT_ENV = "MINIVIT_MPI_FAULT"           # test hook: "RANK:STEP[:raise|hang|exit]"
 DEFAULT_TIMEOUT = 300.0
 JOB_AGREE_S = 10.0                        # job(): how long ranks wait for each other's error
+ABORT_GRACE_S = 1.0                       # _abort(): time for the launcher to forward the line
 BUCKET_BYTES = 64 << 20                   # gradient bucket size (one Allreduce each)
 _CAUSE_BYTES = 400                        # room for one failing rank's one-line cause
 # environment variables the common launchers set in every rank they start
@@ -228,6 +229,10 @@ class MPICommunicator(Communicator):
         print(f"minivit: error: rank {self.rank} of {self.size}: {message}; "
               f"aborting the MPI job", file=sys.stderr, flush=True)
         sys.stdout.flush()
+        # The launcher forwards a rank's output asynchronously, and MPI_Abort tears the
+        # job down at once: without a pause the line still sitting in the pipe to
+        # MPICH's proxy was lost about one time in six (tests/test_mpi.py).
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(code)
 
     def _allreduce(self, buf, where, op=None):
