@@ -112,7 +112,23 @@ def main(argv=None):
     budget = args.budget_epochs * steps_per_epoch * args.batch_size * base.train_flops_per_image()
     tag = "_" + args.tag if args.tag else ""
     runs = ROOT / "runs" / f"knob_ablation{tag}"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"knob_ablation{tag}.json"
     rows = []
+
+    def write():
+        # after every run, so an interrupted search keeps the runs it finished
+        result = {"benchmark": "knob_ablation", "preset": args.preset, "args": vars(args),
+                  "budget_flops": budget, "base_settings": BASE_SETTINGS,
+                  "data": "synthetic" if args.synthetic else "cifar10", "n_train": n_train,
+                  "machine": {"platform": platform.platform(),
+                              "python": platform.python_version()},
+                  "runs": rows}
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=float))
+        tmp.replace(path)
+
     for spec in args.variant or DEFAULT_VARIANTS:
         name, model_kw, settings_kw = parse_variant(spec)
         config = ViTConfig.preset(args.preset, **model_kw)
@@ -136,6 +152,7 @@ def main(argv=None):
                "wall_s": wall, "images_per_s": last["images_per_s"],
                "history": r["history"]}
         rows.append(row)
+        write()
         print(f"{name}: {100 * r['test_acc']:.2f}% (flip TTA {100 * tta:.2f}%"
               + (f", EMA {100 * row['ema_test_acc']:.2f}%" if row["ema_test_acc"] is not None
                  else "") + f") in {s['epochs']} epochs, {row['train_flops']:.3g} FLOP, "
@@ -149,15 +166,6 @@ def main(argv=None):
         print(f"| {row['name']} | {change or '–'} | {row['epochs']} | {row['train_flops']:.3g} "
               f"| {100 * row['test_acc']:.2f}% | {ema} | {100 * row['tta_flip_acc']:.2f}% "
               f"| {row['wall_s'] / 60:.1f} |")
-    result = {"benchmark": "knob_ablation", "preset": args.preset, "args": vars(args),
-              "budget_flops": budget, "base_settings": BASE_SETTINGS,
-              "data": "synthetic" if args.synthetic else "cifar10", "n_train": n_train,
-              "machine": {"platform": platform.platform(), "python": platform.python_version()},
-              "runs": rows}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"knob_ablation{tag}.json"
-    path.write_text(json.dumps(result, indent=1, default=float))
     print(f"→ {path}")
     return 0
 
