@@ -1,0 +1,54 @@
+"""benchmarks/vit_vs_resnet.py: each model's epochs match its compute budget, and a smoke
+run writes the JSON, every run's metrics.jsonl and the figure."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import vit_vs_resnet as V  # noqa: E402
+from minivit.models import config_from_preset  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["cifar10-tiny", "hybrid-tiny", "resnet-20"])
+def test_epochs_for_is_the_closest_whole_number(name):
+    config = config_from_preset(name)
+    per_epoch = (50000 // 64) * 64 * config.train_flops_per_image()
+    for budget in (0.5e14, 1e14, 1.6e14):
+        e = V.epochs_for(budget, config, 50000, 64)
+        assert abs(e * per_epoch - budget) <= 0.5 * per_epoch
+    assert V.epochs_for(1.0, config, 50000, 64) == 1          # never zero epochs
+
+
+def test_label_names_budgets_in_units_of_1e14():
+    assert [V.label(b) for b in (0.5e14, 1e14, 1.6e14)] == ["0.5e14", "1e14", "1.6e14"]
+
+
+def test_smoke_run_writes_json_metrics_and_figure(tmp_path, capsys):
+    rc = V.main(["--synthetic", "--limit", "32", "--budgets", "4e9,1e10", "--batch-size", "16",
+                 "--backend", "numpy", "--tag", "t", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")])
+    assert rc == 0
+    assert (tmp_path / "runs" / "vit_vs_resnet_t" / V.label(1e10) / "resnet-20" / "checkpoint.npz").exists()
+    result = json.loads((tmp_path / "vit_vs_resnet_t.json").read_text())
+    assert result["models"] == ["cifar10-tiny", "hybrid-tiny", "resnet-20"]
+    assert result["budgets"] == [4e9, 1e10]
+    assert len(result["runs"]) == 6
+    for r in result["runs"]:
+        metrics = tmp_path / r["metrics"] / "metrics.jsonl"
+        lines = [json.loads(l) for l in metrics.read_text().splitlines()]
+        assert len(lines) == r["epochs"]
+        assert lines[-1]["train_flops"] == r["train_flops"]
+        assert r["train_flops"] == r["epochs"] * 32 * r["train_flops_per_image"]
+        assert 0.0 <= r["test_acc"] <= 1.0
+    assert (tmp_path / "vit_vs_resnet_t.png").stat().st_size > 10_000
+    assert "| 4e+09 |" in capsys.readouterr().out
+
+
+def test_bad_budget_is_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        V.main(["--synthetic", "--budgets", "lots", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "--budgets" in capsys.readouterr().err
