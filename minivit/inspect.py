@@ -303,8 +303,10 @@ def inspect_checkpoint(checkpoint, out, data_dir=None, n_images=8, backend="nump
     first image (one PNG per layer), rollout overlays, mean attention distance vs depth
     (PNG + ``mean_attention_distance.json``), position-embedding similarity, embedding
     filters. Layers and heads are numbered from 1 in file names and figures, as in the
-    notebooks. checkpoint: a path, a run folder or ``default``. Returns a dict of the
-    paths written and the distances."""
+    notebooks. A hybrid ViT (paper §3.1) gets the same on its trunk's feature-map cells
+    (distances in input pixels), without embedding filters; a ResNet, which has no
+    attention, is refused. checkpoint: a path, a run folder or ``default``. Returns a dict
+    of the paths written and the distances."""
     from minivit import plots_inspect as pi
     from minivit.checkpoint import load_model
     from minivit.hub import class_names, require_vit, resolve_checkpoint
@@ -312,8 +314,17 @@ def inspect_checkpoint(checkpoint, out, data_dir=None, n_images=8, backend="nump
         raise ConfigError(f"--images must be >= 1, got {n_images}")
     checkpoint = resolve_checkpoint(checkpoint)
     model, meta = load_model(checkpoint, backend=backend)
-    require_vit(meta, checkpoint, "inspect")
+    hybrid = meta.get("model_kind") == "hybrid"
+    if not hybrid:
+        require_vit(meta, checkpoint, "inspect")       # a ResNet has no attention
     c = model.config
+    # The encoder whose attention and position embeddings are read. A hybrid's tokens are
+    # the cells of its trunk's feature map (paper §3.1): for distances and overlays each
+    # covers image_size / feature_size pixels, as a P×P patch does for the plain ViT.
+    vit = model.vit if hybrid else model
+    grid = vit.config.grid
+    cell = c.image_size // c.feature_size if hybrid else c.patch_size
+    stride = cell if hybrid else c.S
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     imgs, x, labels, source = load_images(n_images, c.image_size, data_dir,
@@ -325,13 +336,13 @@ def inspect_checkpoint(checkpoint, out, data_dir=None, n_images=8, backend="nump
     written = []
     for layer, A in enumerate(atts):
         pth = out / f"attention_layer{layer + 1}.png"
-        pi.plot_attention_heads(imgs[0], A[0], c.grid, layer=layer, path=pth,
+        pi.plot_attention_heads(imgs[0], A[0], grid, layer=layer, path=pth,
                                 image_name=names[0])
         written.append(str(pth))
-    maps = cls_rollout_map(atts, c.grid)
+    maps = cls_rollout_map(atts, grid)
     pi.plot_rollout(imgs, maps, path=out / "rollout.png", image_names=names)
     written.append(str(out / "rollout.png"))
-    dist = mean_attention_distance(atts, c.grid, c.patch_size, c.S)
+    dist = mean_attention_distance(atts, grid, cell, stride)
     pi.plot_mean_distance(dist, path=out / "mean_attention_distance.png",
                           image_size=c.image_size)
     written.append(str(out / "mean_attention_distance.png"))
@@ -343,13 +354,14 @@ def inspect_checkpoint(checkpoint, out, data_dir=None, n_images=8, backend="nump
     with open(out / "mean_attention_distance.json", "w") as f:
         json.dump(info, f, indent=1)
     written.append(str(out / "mean_attention_distance.json"))
-    if c.pos_embed != "none":
-        pi.plot_pos_embed_similarity(pos_embed_similarity(model),
+    if vit.config.pos_embed != "none":
+        pi.plot_pos_embed_similarity(pos_embed_similarity(vit),
                                      path=out / "pos_embed_similarity.png")
         written.append(str(out / "pos_embed_similarity.png"))
-    comps, ratio = embedding_filters_pca(model, k=28)
-    pi.plot_embedding_filters(comps, ratio, path=out / "embedding_filters.png")
-    written.append(str(out / "embedding_filters.png"))
+    if not hybrid:      # a hybrid's E projects feature channels, not RGB pixels: no filters
+        comps, ratio = embedding_filters_pca(model, k=28)
+        pi.plot_embedding_filters(comps, ratio, path=out / "embedding_filters.png")
+        written.append(str(out / "embedding_filters.png"))
     if verbose:
         what = {"cifar10": "CIFAR-10 test", "image-folder": "test"}.get(source, "SYNTHETIC")
         print(f"inspected {checkpoint} on {len(imgs)} {what} images; wrote "

@@ -17,7 +17,7 @@ from minivit.data.synthetic import make_synthetic
 from minivit.errors import ConfigError
 from minivit.hub import load
 from minivit.hybrid import HybridViT
-from minivit.models import state_shapes
+from minivit.models import config_from_dict, state_shapes
 from minivit.resnet import ResNet
 from minivit.resnet_config import HybridConfig, ResNetConfig
 from minivit.train import TrainSettings, train
@@ -144,8 +144,30 @@ def test_resume_refuses_another_family(tmp_path):
                          ids=["resnet", "hybrid"])
 def test_vit_only_commands_refuse_a_conv_checkpoint_in_one_line(tmp_path, config, kind):
     train(config, data=DATA, out_dir=tmp_path / "r", epochs=1, **QUIET, **FAST)
-    for cmd, extra in (("finetune", ["--synthetic", "--out", tmp_path / "ft"]),
-                       ("inspect", ["--out", tmp_path / "in"])):
+    refused = [("finetune", ["--synthetic", "--out", tmp_path / "ft"])]
+    if kind == "resnet":                         # no attention; the hybrid's is inspected
+        refused.append(("inspect", ["--out", tmp_path / "in"]))
+    for cmd, extra in refused:
         line = one_error_line(run(cmd, tmp_path / "r", *extra, cwd=tmp_path), cmd)
         assert f"holds a {kind} model; minivit {cmd} works on ViT checkpoints only" in line
-    assert not (tmp_path / "ft").exists() and not (tmp_path / "in").exists()
+    assert not (tmp_path / "ft").exists()
+    if kind == "resnet":
+        assert not (tmp_path / "in").exists()
+
+
+def test_inspect_reads_the_hybrid_encoders_attention(tmp_path):
+    """minivit inspect on a hybrid: attention per layer over the trunk's 8×8 feature-map
+    cells, rollout, distances in input pixels (a cell is 4 px at 32 px / 8), no filters."""
+    train(HYBRID, data=DATA, out_dir=tmp_path / "r", epochs=1, **QUIET, **FAST)
+    p = run("inspect", tmp_path / "r", "--out", tmp_path / "in", "--images", "2", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    info = json.loads((tmp_path / "in" / "mean_attention_distance.json").read_text())
+    cfg = config_from_dict(info["config"], "hybrid")
+    dist = np.array(info["mean_attention_distance"])
+    assert dist.shape == (cfg.depth, cfg.heads)
+    # 8×8 cells 4 px apart: every distance lies between 0 and the grid's diagonal
+    assert np.all(dist > 0) and np.all(dist < 4 * 7 * np.sqrt(2))
+    names = sorted(f.name for f in (tmp_path / "in").iterdir())
+    assert [f"attention_layer{i + 1}.png" for i in range(cfg.depth)] == \
+        [n for n in names if n.startswith("attention_layer")]
+    assert "rollout.png" in names and "embedding_filters.png" not in names
