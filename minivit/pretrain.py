@@ -27,6 +27,7 @@ import numpy as np
 
 from minivit.config import ViTConfig
 from minivit.errors import ConfigError
+from minivit.models import model_kind
 from minivit.objectives import Objective
 from minivit.ops.masked import (NUM_CLASSES, PatchCorruption, corruption_plan,
                                 mean_color_targets)
@@ -228,6 +229,10 @@ class MaskedPatchPrediction(Objective):
         return dict(self._given)
 
     def build_model(self, config, s):
+        if not isinstance(config, ViTConfig):    # §4.6 predicts pixel patches of a ViT
+            raise ConfigError(f"masked patch prediction pre-trains a plain ViT; "
+                              f"{model_kind(config)} models have no image patches to mask "
+                              f"(use a ViT preset, e.g. --preset cifar10-tiny)")
         if s.ema_decay:             # the average would have to cover the [mask] token and head
             raise ConfigError("ema_decay is not supported by masked patch prediction yet")
         m = self.settings

@@ -171,3 +171,12 @@ def test_inspect_reads_the_hybrid_encoders_attention(tmp_path):
     assert [f"attention_layer{i + 1}.png" for i in range(cfg.depth)] == \
         [n for n in names if n.startswith("attention_layer")]
     assert "rollout.png" in names and "embedding_filters.png" not in names
+
+
+@pytest.mark.parametrize("preset,kind", [("resnet-8", "resnet"), ("hybrid-tiny", "hybrid")])
+def test_pretrain_refuses_a_conv_preset_by_name(tmp_path, preset, kind):
+    line = one_error_line(run("pretrain", "--preset", preset, "--synthetic", "--out",
+                              tmp_path / "p", cwd=tmp_path), "pretrain")
+    assert (f"masked patch prediction pre-trains a plain ViT; {kind} models have no image "
+            f"patches to mask") in line
+    assert not (tmp_path / "p").exists()
