@@ -34,3 +34,21 @@ def test_ratios_are_rendered_from_the_numbers(tmp_path):
     assert "| 600 | 60 (30%) | 1800 | 180 (90%) | 400 MiB |" in md
     assert "torch: train 1.20×, inference 1.20×" in md
     assert "200 GFLOP/s" in md and "load average 0.5 → 0.7" in md
+
+
+def test_search_tables_render_every_run_and_the_budgets_not_run():
+    mod = _module()
+    ab = {"preset": "cifar10-tiny", "budget_flops": 3.5e13, "base_settings": {"batch_size": 64},
+          "args": {"budget_epochs": 3, "seed": 0, "batch_size": 64, "backend": "numba"},
+          "runs": [{"name": "gap", "model": {"classifier": "gap"}, "settings": {"ema_decay": 0.999},
+                    "epochs": 3, "train_flops": 3.4e13, "test_acc": 0.5012,
+                    "ema_test_acc": 0.4987, "tta_flip_acc": 0.5123, "wall_s": 600.0}]}
+    assert "| gap | classifier=gap | 3 | 3.4e+13 | 50.12% | 49.87% | 51.23% | 10.0 |" in \
+        mod.ablation_table(ab)
+    vr = {"date": "2026-11-30", "recipe": {"lr": 0.001}, "models": ["cifar10-tiny", "resnet-20"],
+          "budgets": [0.5e14, 1e14],
+          "runs": [{"model": "resnet-20", "budget": 0.5e14, "test_acc": 0.7, "epochs": 4,
+                    "wall_s": 1200.0}]}
+    md = mod.vit_resnet_table(vr)
+    assert "| 5e+13 | not run yet | 70.00% (4 ep, 20 min) |" in md
+    assert "| 1e+14 | not run yet | not run yet |" in md
