@@ -1,6 +1,10 @@
-"""Ship a trained run as the package's default model (minivit/weights/cifar10-tiny.npz).
+"""Ship a trained run as one of the package's models (minivit/weights/NAME.npz; NAME
+cifar10-tiny is ``default``, hybrid-tiny is ``hybrid``, resnet-20 is ``resnet``: see
+minivit.hub.ALIASES).
 
     python benchmarks/bundle_model.py runs/cifar10-60min --command "minivit train ..."
+    python benchmarks/bundle_model.py runs/vit_vs_resnet/0.5e14/hybrid-tiny \
+        --name hybrid-tiny --command "python benchmarks/vit_vs_resnet.py ..."
 
 Writes the parameters only (no optimizer state, so it stays small), with the class names,
 the run's final test accuracy and the command that trained it in meta.json.
@@ -12,15 +16,18 @@ from pathlib import Path
 from minivit.checkpoint import load_model, save_checkpoint
 from minivit.data.cifar10 import CLASSES
 
-TARGET = Path(__file__).resolve().parents[1] / "minivit" / "weights" / "cifar10-tiny.npz"
+WEIGHTS = Path(__file__).resolve().parents[1] / "minivit" / "weights"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="training output directory (checkpoint.npz, metrics.jsonl)")
     ap.add_argument("--command", default="", help="the command that trained it")
-    ap.add_argument("--out", default=str(TARGET))
+    ap.add_argument("--name", default="cifar10-tiny",
+                    help="file name in minivit/weights (default cifar10-tiny, the default model)")
+    ap.add_argument("--out", default=None, help="another path instead of minivit/weights/NAME.npz")
     a = ap.parse_args()
+    a.out = a.out or str(WEIGHTS / f"{a.name}.npz")
     run = Path(a.run)
     model, meta = load_model(run / "checkpoint.npz", dtype="float32")
     history = [json.loads(line) for line in open(run / "metrics.jsonl")]

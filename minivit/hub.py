@@ -17,7 +17,7 @@ from .errors import CheckpointError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # names accepted in place of a path -> file in WEIGHTS_DIR
-ALIASES = {"default": "cifar10-tiny"}
+ALIASES = {"default": "cifar10-tiny", "hybrid": "hybrid-tiny", "resnet": "resnet-20"}
 RUN_CHECKPOINT = "checkpoint.npz"           # what minivit train/pretrain/finetune write
 MPP = "masked-patch-prediction"
 
@@ -50,7 +50,8 @@ def resolve_checkpoint(spec=None) -> Path:
     """The checkpoint file a user means by ``spec``:
 
     * None or ``"default"``: the bundled CIFAR-10 model; the name of another bundled model
-      (``"cifar10-tiny"``) when no file or folder of that name exists here;
+      (``"cifar10-tiny"``, ``"hybrid"``, ``"resnet"``) when no file or folder of that name
+      exists here;
     * a folder: its ``checkpoint.npz`` (a run folder of ``minivit train``);
     * anything else: the path itself.
 
@@ -61,7 +62,10 @@ def resolve_checkpoint(spec=None) -> Path:
         return bundled_checkpoint("default")
     text = str(spec)
     path = Path(text).expanduser()
-    if text in ALIASES or (not path.exists() and text in bundled_models()):
+    # "default" always means the bundled model; another bundled name ("hybrid",
+    # "cifar10-tiny") only when no file or folder of that name is here, so a run folder
+    # called hybrid/ stays the user's
+    if text == "default" or (not path.exists() and (text in ALIASES or text in bundled_models())):
         return bundled_checkpoint(text)
     if path.is_dir():
         inner = path / RUN_CHECKPOINT

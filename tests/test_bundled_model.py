@@ -57,3 +57,22 @@ def test_eval_default_writes_confusion(tmp_path, capsys):
     r = json.loads((tmp_path / "eval.json").read_text())
     assert r["acc"] > 0.6 and (tmp_path / "confusion.png").stat().st_size > 1000
     assert np.array(r["confusion"]).sum() == 300
+
+
+@pytest.mark.parametrize("name,kind", [("hybrid", "hybrid"), ("resnet", "resnet")])
+def test_bundled_conv_models_load_are_small_and_predict(tmp_path, capsys, name, kind):
+    """The hybrid ViT and the ResNet of benchmarks/vit_vs_resnet.py ship beside the ViT:
+    each under 5 MB, its family and measured accuracy recorded, usable by name."""
+    from PIL import Image
+    path = default_checkpoint(name)
+    assert path.stat().st_size < 5 * 2 ** 20
+    model, meta = load_model(path)
+    assert meta["model_kind"] == kind and len(meta["classes"]) == 10
+    assert 0.5 < meta["test_acc"] < 1.0 and meta["train_command"].startswith("python benchmarks/")
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:16] = 220
+    Image.fromarray(img).save(tmp_path / "half.png")
+    assert main(["predict", name, str(tmp_path / "half.png")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    probs = [float(line.split()[-1].rstrip("%")) for line in out if line.endswith("%")]
+    assert len(probs) == 5 and probs == sorted(probs, reverse=True)

@@ -76,8 +76,8 @@ def _committed(name_prefix):
     return nbformat.read(path, as_version=4)
 
 
-def test_there_are_seven_notebook_pairs():
-    assert [p.name[:2] for p in SOURCES] == ["01", "02", "03", "04", "05", "06", "07"]
+def test_there_are_eight_notebook_pairs():
+    assert [p.name[:2] for p in SOURCES] == ["01", "02", "03", "04", "05", "06", "07", "08"]
     assert [p.stem for p in NOTEBOOKS] == [p.stem for p in SOURCES], (
         "every notebooks/NN_name.py needs its executed NN_name.ipynb and vice versa: "
         "run  python notebooks/execute.py")
