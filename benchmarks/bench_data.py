@@ -1,7 +1,9 @@
-"""The data flags and loader shared by the training benchmarks (mpp_vs_scratch.py,
-knob_ablation.py): CIFAR-10, or a small synthetic set for a smoke test."""
+"""The data flags, loader and result writer shared by the training benchmarks
+(mpp_vs_scratch.py, knob_ablation.py, vit_vs_resnet.py): CIFAR-10, or a small synthetic
+set for a smoke test."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,3 +32,11 @@ def load_data(args, config) -> dict:
     from minivit.data import load_cifar10
     return load_cifar10(args.data_dir, limit_train=args.limit, limit_test=args.limit_test,
                         expected_counts=None if (args.limit or args.limit_test) else (50000, 10000))
+
+
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (a temporary file renamed over it), so
+    a benchmark interrupted mid-write keeps its previous results."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    tmp.replace(path)

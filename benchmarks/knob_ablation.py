@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import sys
 import time
@@ -33,10 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_data import add_data_flags, load_data  # noqa: E402
+from bench_data import add_data_flags, load_data, write_json  # noqa: E402
 from minivit import ViTConfig                       # noqa: E402
 from minivit.errors import ConfigError              # noqa: E402
 from minivit.evaluate import evaluate               # noqa: E402
+from minivit.models import epoch_flops, epochs_for_budget  # noqa: E402
 from minivit.train import TrainSettings, train      # noqa: E402
 
 # today's 60-minute recipe (Makefile cifar10-60min), the base of every variant
@@ -108,8 +108,7 @@ def main(argv=None):
     base = ViTConfig.preset(args.preset)
     data = load_data(args, base)
     n_train = len(data["x_train"])
-    steps_per_epoch = n_train // args.batch_size
-    budget = args.budget_epochs * steps_per_epoch * args.batch_size * base.train_flops_per_image()
+    budget = args.budget_epochs * epoch_flops(base, n_train, args.batch_size)
     tag = "_" + args.tag if args.tag else ""
     runs = ROOT / "runs" / f"knob_ablation{tag}"
     out = Path(args.out)
@@ -119,15 +118,13 @@ def main(argv=None):
 
     def write():
         # after every run, so an interrupted search keeps the runs it finished
-        result = {"benchmark": "knob_ablation", "preset": args.preset, "args": vars(args),
-                  "budget_flops": budget, "base_settings": BASE_SETTINGS,
-                  "data": "synthetic" if args.synthetic else "cifar10", "n_train": n_train,
-                  "machine": {"platform": platform.platform(),
-                              "python": platform.python_version()},
-                  "runs": rows}
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=1, default=float))
-        tmp.replace(path)
+        write_json(path, {"benchmark": "knob_ablation", "preset": args.preset, "args": vars(args),
+                          "budget_flops": budget, "base_settings": BASE_SETTINGS,
+                          "data": "synthetic" if args.synthetic else "cifar10",
+                          "n_train": n_train,
+                          "machine": {"platform": platform.platform(),
+                                      "python": platform.python_version()},
+                          "runs": rows})
 
     for spec in args.variant or DEFAULT_VARIANTS:
         name, model_kw, settings_kw = parse_variant(spec)
@@ -135,9 +132,7 @@ def main(argv=None):
         s = dict(BASE_SETTINGS, batch_size=args.batch_size, backend=args.backend,
                  seed=args.seed)
         s.update(settings_kw)
-        per_epoch = (n_train // s["batch_size"]) * s["batch_size"] * config.train_flops_per_image()
-        epochs = max(1, round(budget / per_epoch))
-        s.setdefault("epochs", epochs)
+        s.setdefault("epochs", epochs_for_budget(budget, config, n_train, s["batch_size"]))
         if s["epochs"] < 4 and "warmup_epochs" not in s:
             s["warmup_epochs"] = s["epochs"] / 2
         t0 = time.perf_counter()

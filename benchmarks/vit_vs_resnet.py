@@ -26,7 +26,6 @@ equal ``train_flops``; the wall-time panel is of one day only.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import sys
@@ -36,21 +35,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_data import add_data_flags, load_data  # noqa: E402
-from minivit.models import config_from_preset, model_kind  # noqa: E402
+from bench_data import add_data_flags, load_data, write_json  # noqa: E402
+from minivit.models import config_from_preset, epochs_for_budget, model_kind  # noqa: E402
 from minivit.train import train  # noqa: E402
 
 MODELS = "cifar10-tiny,hybrid-tiny,resnet-20"
 BUDGETS = "0.5e14,1e14,1.6e14"
 RECIPE = dict(batch_size=64, lr=1e-3)            # the rest: TrainSettings defaults
-
-
-def epochs_for(budget: float, config, n_train: int, batch_size: int) -> int:
-    """Whole epochs whose training compute is closest to ``budget`` FLOP (at least 1).
-    config: any family's config; n_train: training images (the last partial batch is
-    dropped, as the trainer does)."""
-    per_epoch = (n_train // batch_size) * batch_size * config.train_flops_per_image()
-    return max(1, round(budget / per_epoch))
 
 
 def label(budget: float) -> str:
@@ -125,15 +116,13 @@ def main(argv=None):
 
     def write():
         # after every run, so an interrupted comparison keeps what it finished
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=1, default=float))
-        tmp.replace(path)
+        write_json(path, result)
         draw(result, out / f"vit_vs_resnet{tag}.png")
 
     for budget in budgets:
         for name in models:
             config = configs[name]
-            epochs = epochs_for(budget, config, n_train, args.batch_size)
+            epochs = epochs_for_budget(budget, config, n_train, args.batch_size)
             run_dir = runs_dir / label(budget) / name
             t0 = time.perf_counter()
             r = train(config, data=data, out_dir=run_dir, progress=False, overwrite=True,

@@ -78,3 +78,15 @@ def state_shapes(config) -> dict[str, tuple[int, ...]]:
 
 __all__ = ["KINDS", "all_presets", "preset_kind", "config_from_preset", "model_kind",
            "config_from_dict", "build_model", "state_shapes"]
+
+
+def epoch_flops(config, n_train: int, batch_size: int) -> int:
+    """Training FLOPs of one epoch of ``config`` (any family): full batches only (the
+    trainer drops the last partial one) × ``train_flops_per_image`` (forward + backward)."""
+    return (n_train // batch_size) * batch_size * config.train_flops_per_image()
+
+
+def epochs_for_budget(budget: float, config, n_train: int, batch_size: int) -> int:
+    """Whole epochs whose training compute is closest to ``budget`` FLOP (at least 1): how
+    equal-compute comparisons give each model its own schedule."""
+    return max(1, round(budget / epoch_flops(config, n_train, batch_size)))

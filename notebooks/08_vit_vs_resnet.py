@@ -40,7 +40,7 @@ from IPython.display import Image, display
 
 from _common import setup, load_data, FAST, RUNS, REPO
 from minivit.data import normalize
-from minivit.models import build_model, config_from_preset, model_kind
+from minivit.models import build_model, config_from_preset, epochs_for_budget, model_kind
 from minivit.train import train
 
 setup()
@@ -101,8 +101,7 @@ budget = 2e10 if FAST else 2e12
 n_train = len(data["x_train"])
 race = {}
 for n, c in configs.items():
-    per_epoch = (n_train // 64) * 64 * c.train_flops_per_image()
-    epochs = max(1, round(budget / per_epoch))
+    epochs = epochs_for_budget(budget, c, n_train, batch_size=64)
     r = train(c, data=data, out_dir=RUNS / "08" / n, overwrite=True, progress=False,
               log=lambda *a: None, epochs=epochs, batch_size=64, lr=1e-3,
               backend="numpy" if FAST else "numba")

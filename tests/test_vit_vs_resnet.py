@@ -10,17 +10,18 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import vit_vs_resnet as V  # noqa: E402
-from minivit.models import config_from_preset  # noqa: E402
+from minivit.models import config_from_preset, epoch_flops, epochs_for_budget  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["cifar10-tiny", "hybrid-tiny", "resnet-20"])
-def test_epochs_for_is_the_closest_whole_number(name):
+def test_epochs_for_budget_is_the_closest_whole_number(name):
     config = config_from_preset(name)
-    per_epoch = (50000 // 64) * 64 * config.train_flops_per_image()
+    per_epoch = epoch_flops(config, 50000, 64)
+    assert per_epoch == 781 * 64 * config.train_flops_per_image()     # full batches only
     for budget in (0.5e14, 1e14, 1.6e14):
-        e = V.epochs_for(budget, config, 50000, 64)
+        e = epochs_for_budget(budget, config, 50000, 64)
         assert abs(e * per_epoch - budget) <= 0.5 * per_epoch
-    assert V.epochs_for(1.0, config, 50000, 64) == 1          # never zero epochs
+    assert epochs_for_budget(1.0, config, 50000, 64) == 1          # never zero epochs
 
 
 def test_label_names_budgets_in_units_of_1e14():
