@@ -355,8 +355,12 @@ def inspect_checkpoint(checkpoint, out, data_dir=None, n_images=8, backend="nump
         json.dump(info, f, indent=1)
     written.append(str(out / "mean_attention_distance.json"))
     if vit.config.pos_embed != "none":
+        # fixed sine-cosine embeddings show their construction, not anything learned
+        fixed = vit.config.pos_embed == "sincos2d"
         pi.plot_pos_embed_similarity(pos_embed_similarity(vit),
-                                     path=out / "pos_embed_similarity.png")
+                                     path=out / "pos_embed_similarity.png",
+                                     title="position embedding similarity"
+                                     + (" (fixed 2-D sine-cosine, not learned)" if fixed else ""))
         written.append(str(out / "pos_embed_similarity.png"))
     if not hybrid:      # a hybrid's E projects feature channels, not RGB pixels: no filters
         comps, ratio = embedding_filters_pca(model, k=28)

@@ -140,12 +140,13 @@ def _mosaic(tiles, cols, gap=1):
     return canvas
 
 
-def plot_pos_embed_similarity(similarity, path=None):
+def plot_pos_embed_similarity(similarity, path=None, title="position embedding similarity"):
     """Position-embedding similarity as a grid of grids (paper Fig. 7 centre): the tile at
     (r, c) shows patch (r, c)'s cosine similarity with every patch (rows and columns of
     patches numbered from 1).
 
     similarity: (G_h, G_w, G_h, G_w) from :func:`minivit.inspect.pos_embed_similarity`.
+    title: the figure's title (e.g. saying the embeddings are fixed, not learned).
     """
     S = np.asarray(similarity, dtype=np.float64)
     gh, gw = S.shape[:2]
@@ -159,7 +160,7 @@ def plot_pos_embed_similarity(similarity, path=None):
     ax.tick_params(length=0)
     for s in ax.spines.values():
         s.set_visible(False)
-    ax.set_title("position embedding similarity")
+    ax.set_title(title)
     fig.colorbar(im, ax=ax, shrink=0.6, label="cosine similarity")
     return _save(fig, path)
 

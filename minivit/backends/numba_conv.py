@@ -3,7 +3,7 @@
 checks every kernel against them).
 
 Same policy as :mod:`minivit.backends.numba_cpu`: ``@njit(parallel=True, cache=True)``
-kernels specialised per dtype, safe fastmath flags only (NaN/inf propagate), and the big
+(its ``njit``: NumPy's error model) kernels specialised per dtype, safe fastmath flags only (NaN/inf propagate), and the big
 products — the conv's cols·W and its two backward GEMMs — are NumPy ``@`` on 2-D views,
 one OpenBLAS sgemm each, never called from inside a ``prange`` body.
 
@@ -19,11 +19,11 @@ one OpenBLAS sgemm each, never called from inside a ``prange`` body.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ..ops.batchnorm import check_batch, update_running_stats
 from ..ops.conv import conv_output_size, conv_shapes
-from .numba_cpu import _FM, _add_bias, _c, _chunks, _colsum, _nt
+from .numba_cpu import _FM, _add_bias, _c, _chunks, _colsum, _nt, njit
 from .numpy_conv import NumpyConvOps
 
 

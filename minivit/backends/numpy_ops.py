@@ -10,12 +10,18 @@ import numpy as np
 
 from .. import ops
 from ..ops import masked
+from .memory import keep_freed_memory
 
 
 class NumpyBackend:
     """Reference backend. Arrays are host ``numpy.ndarray``s in float32 or float64."""
 
     name = "numpy"
+
+    def __init__(self):
+        # a CPU step frees and re-allocates tens of MB of buffers: keep them in the heap
+        # instead of page-faulting them in afresh every step (see memory.py)
+        keep_freed_memory()
 
     # ------------------------------------------------------------------ glue
     def asarray(self, x, dtype=None):
