@@ -2,8 +2,9 @@
 numbers).
 
 Reads ``benchmarks/results/train_step.json`` (``train_step.py``),
-``profile_step_before.json`` and ``profile_step.json`` (``profile_step.py`` on the old and
-the current backend) and rewrites the text between the markers
+``profile_step_before.json``, ``profile_step.json`` (``profile_step.py`` on the old and
+the current backend) and ``PREVIOUS_PROFILE`` (an earlier ``profile_step.json``, kept so
+the table shows what each later change bought) and rewrites the text between the markers
 ``<!-- perf-tables:begin -->`` and ``<!-- perf-tables:end -->`` in README.md; and from
 ``knob_ablation_3ep.json`` (``knob_ablation.py --tag 3ep``) and ``vit_vs_resnet.json``
 (``vit_vs_resnet.py``) the tables between ``<!-- ablation-table:begin -->`` / ``end`` and
@@ -23,6 +24,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 BEGIN, END = "<!-- perf-tables:begin -->", "<!-- perf-tables:end -->"
+# the profile committed before this session's kernel changes (error model, heap reuse)
+PREVIOUS_PROFILE = "profile_step_f2d2250.json"
 NAMES = {"numba": "**minivit numba**", "torch": "PyTorch eager", "torch-compile": "torch.compile",
          "numpy": "minivit numpy"}
 
@@ -80,38 +83,44 @@ def train_table(ts):
     return "\n".join(lines) + "\n"
 
 
-def profile_table(before, after):
-    """Markdown: per-op ms per training step (and GFLOP/s for the matmuls), before/after."""
+def profile_table(before, after, previous=None):
+    """Markdown: per-op ms per training step (and GFLOP/s for the matmuls): the path before
+    issue 14 (``numba-old`` in the same run, or ``before``), an earlier committed profile
+    of the current path (``previous``, e.g. profile_step_f2d2250.json; optional) and now."""
     if not after:
         return "*No profile: run `python benchmarks/profile_step.py`, then this script.*\n"
     out = []
     for m, ra in after["models"].items():
         a = ra.get("numba")
         b = ra.get("numba-old") or (before or {}).get("models", {}).get(m, {}).get("numba")
-        if ra.get("numba-old"):
-            before = after
+        p = (previous or {}).get("models", {}).get(m, {}).get("numba")
         if not a:
             continue
-        hdr = f"**{m}**, batch {after['batch']}, {after['threads']} threads — ms per training step"
-        if b:
-            hdr += (f": {b['step_ms']:.0f} ms before → {a['step_ms']:.0f} ms after "
-                    f"({after.get('commit') or 'this tree'}{_load_note(after)})")
-        out += [hdr, "", "| op (phase) | calls | ms before | ms after | GFLOP/s before | "
-                "GFLOP/s after |", "|---|---|---|---|---|---|"]
-        labels = sorted(set(a["ops"]) | set(b["ops"] if b else ()),
-                        key=lambda k: -max(a["ops"].get(k, {}).get("ms", 0),
-                                           (b["ops"].get(k, {}).get("ms", 0) if b else 0)))
+        cols = [("old path", b)] if b else []
+        cols += [(previous["commit"], p)] if p else []
+        cols += [("now", a)]
+        hdr = (f"**{m}**, batch {after['batch']}, {after['threads']} threads — ms per training "
+               "step: " + " → ".join(f"{c['step_ms']:.0f} ms {name}" for name, c in cols)
+               + f" ({after.get('commit') or 'this tree'}{_load_note(after)})")
+        out += [hdr, "",
+                "| op (phase) | calls | " + " | ".join(f"ms {n}" for n, _ in cols) + " | "
+                + " | ".join(f"GFLOP/s {n}" for n, _ in cols) + " |",
+                "|---|---|" + "---|" * (2 * len(cols))]
+        labels = sorted(set().union(*(c["ops"] for _, c in cols)),
+                        key=lambda k: -max(c["ops"].get(k, {}).get("ms", 0) for _, c in cols))
+        gf = lambda o: f"{o['gflops']:.0f}" if o and o.get("gflops") else ""   # noqa: E731
+        ms = lambda o: f"{o['ms']:.1f}" if o else "—"                          # noqa: E731
         for k in labels:
-            oa, ob = a["ops"].get(k), (b["ops"].get(k) if b else None)
-            if max((oa or {}).get("ms", 0), (ob or {}).get("ms", 0)) < 0.0005 * a["step_ms"]:
+            ops = [c["ops"].get(k) for _, c in cols]
+            if max(o["ms"] if o else 0 for o in ops) < 0.0005 * a["step_ms"]:
                 continue                          # < 0.05% of the step: not worth a row
-            gf = lambda o: f"{o['gflops']:.0f}" if o and o.get("gflops") else ""   # noqa: E731
-            ms = lambda o: f"{o['ms']:.1f}" if o else "—"                          # noqa: E731
-            phase = (oa or ob)["phase"]
-            out.append(f"| `{k}` ({phase}) | {(oa or ob)['calls']} | {ms(ob)} | {ms(oa)} | "
-                       f"{gf(ob)} | {gf(oa)} |")
-        glue_before = f"{b['other_ms']:.1f}" if b else "—"
-        out.append(f"| Python glue between ops | | {glue_before} | {a['other_ms']:.1f} | | |")
+            first = next(o for o in ops if o)
+            out.append(f"| `{k}` ({first['phase']}) | {first['calls']} | "
+                       + " | ".join(ms(o) for o in ops) + " | "
+                       + " | ".join(gf(o) for o in ops) + " |")
+        out.append("| Python glue between ops | | "
+                   + " | ".join(f"{c['other_ms']:.1f}" for _, c in cols) + " |"
+                   + " |" * len(cols))
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -215,6 +224,7 @@ def render():
     ts = _load("train_step.json")
     ab = _load("ab_kernels.json", key="reps")
     before, after = _load("profile_step_before.json"), _load("profile_step.json")
+    previous = _load(PREVIOUS_PROFILE)
     return "\n".join([
         BEGIN,
         "<!-- generated by benchmarks/readme_tables.py from benchmarks/results/*.json; "
@@ -222,12 +232,15 @@ def render():
         "",
         train_table(ts),
         "Per-op profile of one training step of the numba backend "
-        "(`benchmarks/profile_step.py`, medians over steps; before = main's path before "
-        "issue 14: NumPy `@` on OpenBLAS's own thread pool and hand-written attention "
-        "loops; after = every gemm issued from Numba's pool; the two alternate step by step "
-        "in one process; the float32-exp fix is shared by both, see the A/B table for it):",
+        "(`benchmarks/profile_step.py`, medians over steps, each op timed to its end). "
+        "Old path = the path before issue 14 (NumPy `@` on OpenBLAS's own thread pool, "
+        "hand-written attention loops), run step by step alternately with the current one "
+        "in the same process, so it shares every later fix that is not about the path; "
+        f"{PREVIOUS_PROFILE.split('_')[-1].split('.')[0]} = the current path as profiled "
+        "before the NumPy error model (dividing loops vectorise: GELU, AdamW) and the heap "
+        "reuse (`minivit/backends/memory.py`) went in; now = this tree:",
         "",
-        profile_table(before, after),
+        profile_table(before, after, previous),
         ab_table(ab),
         END])
 

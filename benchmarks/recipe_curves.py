@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_RUNS = {
     "minivit, 60-min recipe (28 ep)": RESULTS / "cifar10_60min",
+    "minivit, 60-min recipe + sincos2d (28 ep)": RESULTS / "cifar10_60min_sincos2d",
     "minivit, 30-min recipe (14 ep)": RESULTS / "cifar10_30min",
-    "minivit, first recipe (28 ep, learned pos.)": RESULTS / "cifar10_60min_learned1d",
-    "PyTorch peer (28 ep, learned pos.)": RESULTS / "torch_peer_60min",
+    "PyTorch peer, same recipe (28 ep)": RESULTS / "torch_peer_60min",
 }
 
 

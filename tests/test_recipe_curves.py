@@ -30,8 +30,10 @@ def test_the_committed_runs_draw(tmp_path, capsys):
     out = tmp_path / "c.png"
     assert R.main(["--out", str(out)]) == 0
     assert out.stat().st_size > 10_000
-    # the first recipe (learned position embeddings) ends at its recorded 77.46%
-    assert "first recipe (28 ep, learned pos.): 77.46% after 3.26e+14 FLOP" in capsys.readouterr().out
+    # the 60-minute recipe ends at its recorded 77.46%, the sine-cosine variant at 76.72%
+    out = capsys.readouterr().out
+    assert "60-min recipe (28 ep): 77.46% after 3.26e+14 FLOP" in out
+    assert "60-min recipe + sincos2d (28 ep): 76.72% after 3.26e+14 FLOP" in out
 
 
 @pytest.mark.parametrize("lines, message", [
