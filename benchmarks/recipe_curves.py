@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_RUNS = {
     "minivit, 60-min recipe (28 ep)": RESULTS / "cifar10_60min",
+    "minivit, 60-min recipe re-run, 2026-11-30 backend": RESULTS / "cifar10_60min_rerun",
     "minivit, 60-min recipe + sincos2d (28 ep)": RESULTS / "cifar10_60min_sincos2d",
     "minivit, 30-min recipe (14 ep)": RESULTS / "cifar10_30min",
     "PyTorch peer, same recipe (28 ep)": RESULTS / "torch_peer_60min",
