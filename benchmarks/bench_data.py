@@ -1,6 +1,7 @@
-"""The data flags, loader and result writer shared by the training benchmarks
-(mpp_vs_scratch.py, knob_ablation.py, vit_vs_resnet.py): CIFAR-10, or a small synthetic
-set for a smoke test."""
+"""The data flags, loader and result writers (JSON, accuracy figures) shared by the
+training benchmarks (mpp_vs_scratch.py, knob_ablation.py, vit_vs_resnet.py,
+torch_peer_train.py, recipe_curves.py): CIFAR-10, or a small synthetic set for a smoke
+test."""
 from __future__ import annotations
 
 import json
@@ -40,3 +41,17 @@ def write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=float))
     tmp.replace(path)
+
+
+def save_accuracy_figure(fig, axes, title: str, path: Path, legend_loc: str) -> None:
+    """Finish a figure whose panels plot CIFAR-10 test accuracy (grid, legend, title) and
+    save it to ``path``."""
+    import matplotlib.pyplot as plt
+    for ax in axes:
+        ax.set_ylabel("CIFAR-10 test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc=legend_loc, fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

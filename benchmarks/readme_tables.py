@@ -236,7 +236,7 @@ def render():
         "Old path = the path before issue 14 (NumPy `@` on OpenBLAS's own thread pool, "
         "hand-written attention loops), run step by step alternately with the current one "
         "in the same process, so it shares every later fix that is not about the path; "
-        f"{PREVIOUS_PROFILE.split('_')[-1].split('.')[0]} = the current path as profiled "
+        f"{(previous or {}).get('commit', 'previous')} = the current path as profiled "
         "before the NumPy error model (dividing loops vectorise: GELU, AdamW) and the heap "
         "reuse (`minivit/backends/memory.py`) went in; now = this tree:",
         "",

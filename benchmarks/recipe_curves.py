@@ -23,6 +23,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_data import save_accuracy_figure  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_RUNS = {
     "minivit, 60-min recipe (28 ep)": RESULTS / "cifar10_60min",
@@ -74,14 +78,8 @@ def draw(curves: dict, path: Path, targets=((3.3e14, 80.0), (1.65e14, 78.0))) ->
         axes[0].plot([flops / 1e14], [acc], "kx", ms=8)
     axes[0].set_xlabel("training compute (1e14 FLOP, forward + backward); x: targets")
     axes[1].set_xlabel("wall time (minutes, each run's own day)")
-    for ax in axes:
-        ax.set_ylabel("CIFAR-10 test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle("CIFAR-10 from scratch on 2 CPU cores: accuracy against compute and time")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_accuracy_figure(fig, axes, "CIFAR-10 from scratch on 2 CPU cores: accuracy against "
+                         "compute and time", path, "lower right")
 
 
 def main(argv=None):

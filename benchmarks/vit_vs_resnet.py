@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_data import add_data_flags, load_data, write_json  # noqa: E402
+from bench_data import add_data_flags, load_data, save_accuracy_figure, write_json  # noqa: E402
 from minivit.models import config_from_preset, epochs_for_budget, model_kind  # noqa: E402
 from minivit.train import train  # noqa: E402
 
@@ -69,13 +69,8 @@ def draw(result: dict, path: Path):
     axes[1].set_xlabel(f"wall time (minutes, this machine, {result['date']})")
     for ax in axes:
         ax.set_xlim(0, 1.15 * ax.get_xlim()[1])         # room right of the last point
-        ax.set_ylabel("CIFAR-10 test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left")
-    fig.suptitle("ViT vs ResNet vs hybrid at equal training compute")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_accuracy_figure(fig, axes, "ViT vs ResNet vs hybrid at equal training compute", path,
+                         "upper left")
 
 
 def main(argv=None):
