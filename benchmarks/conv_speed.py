@@ -4,8 +4,9 @@ layers and the same whole net.
 
 For every distinct conv of the preset (stem, each block's conv1/conv2, the 1×1 stride-2
 shortcuts) at batch B, float32:
-    numba  NumbaConvOps.conv2d_forward + conv2d_backward (im2col kernel + 3 BLAS GEMMs +
-           col2im kernel), the stem without dx (its input is the image)
+    numba  NumbaConvOps.conv2d_forward + conv2d_backward (blocks of images: im2col fields
+           and single-threaded GEMMs issued from Numba's threads; dx as the transposed conv
+           for stride 1), the stem without dx (its input is the image)
     torch  F.conv2d forward + autograd backward, NCHW, same threads
 FLOPs: 2·B·H_o·W_o·k²·C_in·C_out forward, twice that backward (once for the stem).
 The peak is the best GFLOP/s of NumPy float32 ``@`` on large square matrices (the same

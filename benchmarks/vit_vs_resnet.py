@@ -9,14 +9,15 @@ a full warm-up + cosine schedule over those epochs. Every model gets the same re
 flips, seed 0): the comparison is between architectures, not tuning efforts.
 
 Budgets run smallest first, all models at one budget before the next, so an interrupted
-search has whole budgets; the JSON is rewritten after every run. Each run's
+search has whole budgets; the JSON is rewritten after every run (with ``--add`` it keeps
+the runs of the budgets not given, so budgets can be run on different days). Each run's
 ``metrics.jsonl`` is copied to ``benchmarks/results/vit_vs_resnet[_TAG]/BUDGET/MODEL/``
 (the figure is drawn from those), and the figure — test accuracy against training compute
 and against wall time, measured on the same day — goes to
 ``benchmarks/results/vit_vs_resnet[_TAG].png``.
 
     python benchmarks/vit_vs_resnet.py --data-dir ../shared/data \\
-        [--models cifar10-tiny,hybrid-tiny,resnet-20] [--budgets 0.5e14,1e14,1.6e14]
+        [--models cifar10-tiny,hybrid-tiny,resnet-20] [--budgets 0.5e14,1e14,1.6e14] [--add]
     python benchmarks/vit_vs_resnet.py --synthetic --limit 64 --budgets 2e10 \\
         --batch-size 16 --backend numpy --tag smoke          # a smoke test (seconds)
 
@@ -26,6 +27,7 @@ equal ``train_flops``; the wall-time panel is of one day only.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import shutil
 import sys
@@ -79,6 +81,9 @@ def main(argv=None):
     p.add_argument("--budgets", default=BUDGETS, help=f"training FLOP budgets ({BUDGETS})")
     p.add_argument("--batch-size", type=int, default=RECIPE["batch_size"])
     p.add_argument("--backend", default="numba", choices=("numpy", "numba"))
+    p.add_argument("--add", action="store_true",
+                   help="keep the runs already in the JSON (same recipe and data) except those "
+                        "of the models and budgets given here, instead of starting it anew")
     p.add_argument("--runs", default=str(ROOT / "runs"),
                    help="where the runs' checkpoints go (a vit_vs_resnet[_TAG] folder)")
     add_data_flags(p)
@@ -108,6 +113,16 @@ def main(argv=None):
               "runs": []}
     path = out / f"vit_vs_resnet{tag}.json"
     out.mkdir(parents=True, exist_ok=True)
+    if args.add and path.is_file():
+        old = json.loads(path.read_text())
+        same = {k: old.get(k) for k in ("recipe", "data", "n_train")}
+        if same != {k: result[k] for k in same}:
+            p.error(f"--add: {path} was measured with other settings "
+                    f"({same}); run without --add to start it anew")
+        result["runs"] = [dict(r, date=r.get("date", old["date"])) for r in old["runs"]
+                          if not (r["budget"] in budgets and r["model"] in models)]
+        result["budgets"] = sorted(set(old["budgets"]) | set(budgets))
+        result["models"] = old["models"] + [m for m in models if m not in old["models"]]
 
     def write():
         # after every run, so an interrupted comparison keeps what it finished
@@ -134,19 +149,22 @@ def main(argv=None):
                 "train_flops_per_image": config.train_flops_per_image(),
                 "train_flops": last["train_flops"], "test_acc": r["test_acc"],
                 "wall_s": wall, "images_per_s": last["images_per_s"],
+                "date": time.strftime("%Y-%m-%d"),
                 "metrics": str(keep.relative_to(out))})
             write()
             print(f"{budget:.2g} FLOP  {name}: {100 * r['test_acc']:.2f}% in {epochs} epochs "
                   f"({last['train_flops']:.3g} FLOP, {wall / 60:.1f} min)", flush=True)
 
     print()
-    print("| budget (FLOP) | " + " | ".join(models) + " |")
-    print("|---|" + "---|" * len(models))
-    for budget in budgets:
+    print("| budget (FLOP) | " + " | ".join(result["models"]) + " |")
+    print("|---|" + "---|" * len(result["models"]))
+    for budget in result["budgets"]:
         cells = []
-        for name in models:
-            r = next(r for r in result["runs"] if r["model"] == name and r["budget"] == budget)
-            cells.append(f"{100 * r['test_acc']:.2f}% ({r['epochs']} ep, {r['wall_s'] / 60:.0f} min)")
+        for name in result["models"]:
+            r = next((r for r in result["runs"] if r["model"] == name and r["budget"] == budget),
+                     None)
+            cells.append(f"{100 * r['test_acc']:.2f}% ({r['epochs']} ep, {r['wall_s'] / 60:.0f} min)"
+                         if r else "not run yet")
         print(f"| {budget:.2g} | " + " | ".join(cells) + " |")
     print(f"→ {path}")
     return 0

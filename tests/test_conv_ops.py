@@ -17,7 +17,7 @@ from minivit.hybrid import HybridViT
 from minivit.ops import linear_forward, patches_forward, softmax_cross_entropy
 from minivit.ops.activations import relu_backward, relu_forward
 from minivit.ops.batchnorm import batchnorm_backward, batchnorm_forward
-from minivit.ops.conv import col2im, conv2d_backward, conv2d_forward, im2col
+from minivit.ops.conv import col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col
 from minivit.ops.pooling import (avgpool2d_backward, avgpool2d_forward, global_avgpool_backward,
                                  global_avgpool_forward, maxpool2d_backward, maxpool2d_forward)
 from minivit.resnet import ResNet
@@ -383,6 +383,41 @@ def test_numba_conv2d(dtype, H, k, s, p, bias):
     dy = rand(rng, y2.shape, dtype)
     for need_dx in (True, False):
         _same(NB.conv2d_backward(dy, c1, need_dx), NP.conv2d_backward(dy, c2, need_dx), dtype)
+
+
+@pytest.mark.parametrize("H,k,s,p", [(7, 3, 1, 1), (8, 3, 2, 1), (5, 1, 1, 0)])
+def test_numba_conv2d_without_in_pool_blas(monkeypatch, H, k, s, p):
+    # BLAS other than OpenBLAS: the whole-batch im2col kernel and NumPy's @ instead.
+    import minivit.backends.numba_conv as nc
+    monkeypatch.setattr(nc, "HAVE_CBLAS", False)
+    rng = np.random.default_rng(4)
+    x, W, b = rand(rng, (3, H, H, 4), np.float64), rand(rng, (k, k, 4, 5), np.float64), \
+        rand(rng, (5,), np.float64)
+    y1, c1 = NB.conv2d_forward(x, W, b, s, p)
+    y2, c2 = NP.conv2d_forward(x, W, b, s, p)
+    assert c1[-1] is False                       # the cache says which path made it
+    close(y1, y2, np.float64)
+    dy = rand(rng, y2.shape, np.float64)
+    _same(NB.conv2d_backward(dy, c1, True), NP.conv2d_backward(dy, c2, True), np.float64)
+
+
+@pytest.mark.parametrize("H,k,s,p", [(7, 3, 1, 1), (8, 3, 2, 1), (5, 3, 1, 2), (5, 1, 1, 0),
+                                     (5, 1, 1, 1), (7, 1, 2, 0)])
+@pytest.mark.parametrize("images_per_block", [1, 2, 3])
+def test_numba_conv2d_blocks(monkeypatch, H, k, s, p, images_per_block):
+    # 7 images in blocks of 1, 2 or 3: several blocks per thread, a short last block, and
+    # dW's per-thread partials summed — all must equal the one-GEMM reference.
+    rng = np.random.default_rng(3)
+    x, W = rand(rng, (7, H, H + 1, 4), np.float64), rand(rng, (k, k, 4, 6), np.float64)
+    Ho, Wo = conv_output_size(H, k, s, p), conv_output_size(H + 1, k, s, p)
+    rows = max(Ho * Wo * k * k * 4, H * (H + 1) * k * k * 6) * 8
+    monkeypatch.setattr(NB, "block_bytes", rows * images_per_block)
+    assert 1 <= NB._images_per_block(7, rows) <= images_per_block     # ≥ 3 blocks
+    y1, c1 = NB.conv2d_forward(x, W, None, s, p)
+    y2, c2 = NP.conv2d_forward(x, W, None, s, p)
+    close(y1, y2, np.float64)
+    dy = rand(rng, y2.shape, np.float64)
+    _same(NB.conv2d_backward(dy, c1, True), NP.conv2d_backward(dy, c2, True), np.float64)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -47,6 +47,23 @@ def test_smoke_run_writes_json_metrics_and_figure(tmp_path, capsys):
     assert (tmp_path / "vit_vs_resnet_t.png").stat().st_size > 10_000
     assert "| 4e+09 |" in capsys.readouterr().out
 
+    # --add: a later budget joins the JSON; the earlier runs stay as they were
+    common = ["--synthetic", "--limit", "32", "--backend", "numpy", "--tag", "t",
+              "--out", str(tmp_path), "--runs", str(tmp_path / "runs")]
+    assert V.main(common + ["--budgets", "2e10", "--models", "resnet-20", "--batch-size", "16",
+                            "--add"]) == 0
+    added = json.loads((tmp_path / "vit_vs_resnet_t.json").read_text())
+    assert added["budgets"] == [4e9, 1e10, 2e10]
+    assert added["models"] == result["models"]
+    assert [r for r in added["runs"] if r["budget"] < 2e10] == \
+        [dict(r, date=result["date"]) if "date" not in r else r for r in result["runs"]]
+    assert [(r["model"], r["budget"]) for r in added["runs"][6:]] == [("resnet-20", 2e10)]
+    assert "not run yet" in capsys.readouterr().out        # the other two at 2e10
+    with pytest.raises(SystemExit) as e:              # another recipe: refused, JSON kept
+        V.main(common + ["--budgets", "2e10", "--batch-size", "8", "--add"])
+    assert e.value.code == 2 and "--add" in capsys.readouterr().err
+    assert json.loads((tmp_path / "vit_vs_resnet_t.json").read_text()) == added
+
 
 def test_bad_budget_is_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
