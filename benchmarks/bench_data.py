@@ -28,11 +28,13 @@ def load_data(args, config) -> dict:
     if args.synthetic:
         from minivit.data.synthetic import make_synthetic
         n = args.limit or 1024
-        return make_synthetic(n_train=n, n_test=max(n // 4, 32), image_size=config.image_size,
+        data = make_synthetic(n_train=n, n_test=max(n // 4, 32), image_size=config.image_size,
                               num_classes=config.num_classes, seed=args.seed)
+        return dict(data, source="synthetic")
     from minivit.data import load_cifar10
-    return load_cifar10(args.data_dir, limit_train=args.limit, limit_test=args.limit_test,
+    data = load_cifar10(args.data_dir, limit_train=args.limit, limit_test=args.limit_test,
                         expected_counts=None if (args.limit or args.limit_test) else (50000, 10000))
+    return dict(data, source="cifar10")   # train() logs and records where the images came from
 
 
 def write_json(path: Path, obj) -> None:

@@ -14,6 +14,8 @@ benchmarks/results/knob_ablation[_TAG].json. Runs that do not help stay in the t
     python benchmarks/knob_ablation.py --budget-epochs 7 --data-dir ../shared/data \\
         --variant base --variant gap:classifier=gap --variant ema:ema_decay=0.999 \\
         --variant dp:drop_path=0.1 --variant sincos:pos_embed=sincos2d
+    python benchmarks/knob_ablation.py --budget-epochs 14 --data-dir ../shared/data \\
+        --tag 14ep --import-run base=runs/cifar10-30min --add   # a finished run joins
     python benchmarks/knob_ablation.py --synthetic --limit 64 --budget-epochs 1 \\
         --batch-size 16 --backend numpy --tag smoke       # a smoke test (seconds)
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import platform
 import sys
 import time
@@ -34,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_data import add_data_flags, load_data, write_json  # noqa: E402
 from minivit import ViTConfig                       # noqa: E402
-from minivit.errors import ConfigError              # noqa: E402
+from minivit.errors import ConfigError, MinivitError  # noqa: E402
 from minivit.evaluate import evaluate               # noqa: E402
 from minivit.models import epoch_flops, epochs_for_budget  # noqa: E402
 from minivit.train import TrainSettings, train      # noqa: E402
@@ -93,6 +96,41 @@ def _split_items(rest: str):
     return items
 
 
+def imported_row(name, run_dir: Path, base, budget, per_epoch, data, args) -> dict:
+    """A table row for a finished run: its config and settings (read from its checkpoint)
+    against the search's base, final accuracy, flip TTA (evaluated here), compute and wall
+    time. Raises ConfigError when the run is not a ViT of this preset's family or spent a
+    compute more than half a base epoch away from the budget."""
+    from minivit.checkpoint import load_checkpoint, load_model
+    path = run_dir / "checkpoint.npz"
+    ck = load_checkpoint(path)
+    meta, config = ck["meta"], ck["config"]
+    if not isinstance(config, ViTConfig):
+        raise ConfigError(f"{path}: not a ViT run (model_kind {meta.get('model_kind')!r})")
+    last = meta["history"][-1]
+    if abs(last["train_flops"] - budget) > 0.5 * per_epoch:
+        raise ConfigError(f"{path}: spent {last['train_flops']:.3g} training FLOP, not the "
+                          f"budget {budget:.3g}")
+    model_kw = {k: v for k, v in dataclasses.asdict(config).items()
+                if getattr(base, k) != v}
+    # what this script would have used for the base (see main): the search's batch size,
+    # and half the run as warm-up when it is shorter than 4 epochs
+    defaults = dataclasses.asdict(TrainSettings(**dict(BASE_SETTINGS, batch_size=args.batch_size)))
+    if meta["settings"]["epochs"] < 4:
+        defaults["warmup_epochs"] = meta["settings"]["epochs"] / 2
+    ignore = {"epochs", "eval_every", "backend", "seed", "eval_batch_size"}
+    settings_kw = {k: v for k, v in meta["settings"].items()
+                   if k not in ignore and k in defaults and defaults[k] != v}
+    model, _ = load_model(path, backend=args.backend)
+    tta = evaluate(model, data["x_test"], data["y_test"], tta="flip")["acc"]
+    return {"name": name, "model": model_kw, "settings": settings_kw,
+            "epochs": meta["settings"]["epochs"], "train_flops": last["train_flops"],
+            "test_acc": last["test_acc"], "ema_test_acc": last.get("ema_test_acc"),
+            "tta_flip_acc": tta, "wall_s": last["elapsed_s"],
+            "images_per_s": last["images_per_s"], "history": meta["history"],
+            "imported_from": str(run_dir)}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="cifar10-tiny")
@@ -102,6 +140,15 @@ def main(argv=None):
                    help=f"repeatable; default: {' '.join(DEFAULT_VARIANTS)}")
     p.add_argument("--batch-size", type=int, default=BASE_SETTINGS["batch_size"])
     p.add_argument("--backend", default="numba", choices=("numpy", "numba"))
+    p.add_argument("--runs", default=str(ROOT / "runs"),
+                   help="where the runs' checkpoints go (a knob_ablation[_TAG] folder)")
+    p.add_argument("--import-run", action="append", default=[], metavar="NAME=RUN_DIR",
+                   help="repeatable: a finished run (e.g. `make cifar10-30min`'s) joins the "
+                        "table as variant NAME without training it again — its settings "
+                        "are read from its checkpoint, its compute must match the budget")
+    p.add_argument("--add", action="store_true",
+                   help="keep the rows already in the JSON (same preset, budget and data) "
+                        "except those of the variants given here")
     add_data_flags(p)
     args = p.parse_args(argv)
 
@@ -110,11 +157,20 @@ def main(argv=None):
     n_train = len(data["x_train"])
     budget = args.budget_epochs * epoch_flops(base, n_train, args.batch_size)
     tag = "_" + args.tag if args.tag else ""
-    runs = ROOT / "runs" / f"knob_ablation{tag}"
+    runs = Path(args.runs) / f"knob_ablation{tag}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"knob_ablation{tag}.json"
     rows = []
+    names = [parse_variant(v)[0] for v in args.variant or DEFAULT_VARIANTS] + \
+        [spec.partition("=")[0] for spec in args.import_run]
+    if args.add and path.is_file():
+        old = json.loads(path.read_text())
+        same = (old.get("preset"), old.get("budget_flops"), old.get("n_train"), old.get("data"))
+        if same != (args.preset, budget, n_train, "synthetic" if args.synthetic else "cifar10"):
+            p.error(f"--add: {path} holds another search (preset, budget, data: {same}); "
+                    "run without --add to start it anew")
+        rows = [r for r in old["runs"] if r["name"] not in names]
 
     def write():
         # after every run, so an interrupted search keeps the runs it finished
@@ -126,7 +182,20 @@ def main(argv=None):
                                       "python": platform.python_version()},
                           "runs": rows})
 
-    for spec in args.variant or DEFAULT_VARIANTS:
+    for spec in args.import_run:
+        name, eq, run_dir = spec.partition("=")
+        if not eq or not name:
+            p.error(f"--import-run: expected NAME=RUN_DIR, got {spec!r}")
+        try:
+            rows.append(imported_row(name, Path(run_dir), base, budget,
+                                     epoch_flops(base, n_train, args.batch_size), data, args))
+        except (MinivitError, OSError) as e:          # a bad run folder or checkpoint
+            p.error(f"--import-run {spec}: {e}")
+        write()
+        print(f"{name} (imported from {run_dir}): {100 * rows[-1]['test_acc']:.2f}%", flush=True)
+
+    for spec in args.variant if args.variant is not None else ([] if args.import_run
+                                                                else DEFAULT_VARIANTS):
         name, model_kw, settings_kw = parse_variant(spec)
         config = ViTConfig.preset(args.preset, **model_kw)
         s = dict(BASE_SETTINGS, batch_size=args.batch_size, backend=args.backend,

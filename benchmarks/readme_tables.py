@@ -180,7 +180,9 @@ def ablation_table(d):
         change = ", ".join(f"{k}={v}" for k, v in {**r["model"], **r["settings"]}.items()
                            if k != "ema_decay") or "–"
         ema = f"{100 * r['ema_test_acc']:.2f}%" if r.get("ema_test_acc") is not None else "–"
-        lines.append(f"| {r['name']} | {change} | {r['epochs']} | {r['train_flops']:.3g} "
+        name = r["name"] + (f" (imported: `{r['imported_from']}`)" if r.get("imported_from")
+                            else "")
+        lines.append(f"| {name} | {change} | {r['epochs']} | {r['train_flops']:.3g} "
                      f"| {100 * r['test_acc']:.2f}% | {ema} | {100 * r['tta_flip_acc']:.2f}% "
                      f"| {r['wall_s'] / 60:.1f} |")
     return "\n".join(lines) + "\n"
@@ -242,6 +244,8 @@ def render_sections():
     """Every generated section of the README: {marker name: text between its markers}."""
     return {"ablation-table": _section("ablation-table",
                                        ablation_table(_load("knob_ablation_3ep.json", key="runs"))),
+            "ablation-table-14ep": _section(
+                "ablation-table-14ep", ablation_table(_load("knob_ablation_14ep.json", key="runs"))),
             "conv-speed-table": _section("conv-speed-table",
                                          conv_speed_table(_load("conv_speed.json", key="layers"))),
             "vit-vs-resnet-table": _section("vit-vs-resnet-table",

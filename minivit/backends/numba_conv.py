@@ -39,24 +39,35 @@ def _fields(x, b0, b1, k, s, p, Ho, Wo, cols):
     # cols[((b − b0)·H_o + i)·W_o + j, (u·k + v)·C + c] = x[b, i·s − p + u, j·s − p + v, c]
     # (0 outside: padding is a bounds test, no padded copy).
     B, H, W, C = x.shape
+    kC = k * C
     r = 0
     for b in range(b0, b1):
         for oh in range(Ho):
             for ow in range(Wo):
                 row = cols[r]
                 r += 1
+                iw0 = ow * s - p
                 for u in range(k):
                     ih = oh * s - p + u
-                    for v in range(k):
-                        iw = ow * s - p + v
-                        base = (u * k + v) * C
-                        if ih >= 0 and ih < H and iw >= 0 and iw < W:
-                            src = x[b, ih, iw]
-                            for c in range(C):
-                                row[base + c] = src[c]
-                        else:
-                            for c in range(C):
-                                row[base + c] = 0.0
+                    if ih < 0 or ih >= H:
+                        for j in range(u * kC, (u + 1) * kC):
+                            row[j] = 0.0
+                    elif iw0 >= 0 and iw0 + k <= W:
+                        # the field's row u is k·C contiguous values of x: one copy
+                        src = x[b, ih].reshape(-1)
+                        for j in range(kC):
+                            row[u * kC + j] = src[iw0 * C + j]
+                    else:
+                        for v in range(k):
+                            iw = iw0 + v
+                            base = (u * k + v) * C
+                            if iw >= 0 and iw < W:
+                                src = x[b, ih, iw]
+                                for c in range(C):
+                                    row[base + c] = src[c]
+                            else:
+                                for c in range(C):
+                                    row[base + c] = 0.0
 
 
 @njit(fastmath=_FM, cache=True)

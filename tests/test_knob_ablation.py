@@ -1,0 +1,53 @@
+"""benchmarks/knob_ablation.py: a smoke search writes its table; a finished run joins it
+with --import-run (settings read from its checkpoint, compute checked against the budget);
+--add keeps the rows of the variants not given."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import knob_ablation as K  # noqa: E402
+
+
+def _common(tmp_path, budget="1"):
+    return ["--synthetic", "--limit", "32", "--budget-epochs", budget, "--batch-size", "16",
+            "--backend", "numpy", "--tag", "t", "--out", str(tmp_path),
+            "--runs", str(tmp_path / "runs")]
+
+
+def test_search_import_and_add(tmp_path, capsys):
+    path = tmp_path / "knob_ablation_t.json"
+    assert K.main(_common(tmp_path) + ["--variant", "a", "--variant", "ls0:label_smoothing=0"]) == 0
+    first = json.loads(path.read_text())
+    assert [r["name"] for r in first["runs"]] == ["a", "ls0"]
+    a, ls0 = first["runs"]
+    assert a["settings"] == {} and ls0["settings"] == {"label_smoothing": 0}
+    assert a["epochs"] == 1 and a["train_flops"] == first["budget_flops"]   # 2 steps × 16
+    assert "| ls0 | label_smoothing=0 | 1 |" in capsys.readouterr().out
+
+    # run "a" again as an imported finished run: same numbers, nothing trained, ls0 kept
+    run_a = tmp_path / "runs" / "knob_ablation_t" / "a"
+    assert K.main(_common(tmp_path) + ["--import-run", f"base={run_a}", "--add"]) == 0
+    rows = {r["name"]: r for r in json.loads(path.read_text())["runs"]}
+    assert set(rows) == {"a", "ls0", "base"}
+    base = rows["base"]
+    assert base["model"] == {} and base["settings"] == {}
+    assert (base["test_acc"], base["train_flops"], base["epochs"]) == \
+        (a["test_acc"], a["train_flops"], a["epochs"])
+    assert base["tta_flip_acc"] == pytest.approx(a["tta_flip_acc"])
+    assert base["imported_from"] == str(run_a)
+
+    # a run of another budget, a missing folder, another search: one-line refusals
+    for argv, words in ((_common(tmp_path, "2") + ["--import-run", f"b={run_a}"], "budget"),
+                        (_common(tmp_path) + ["--import-run", f"b={tmp_path / 'nope'}"], "nope"),
+                        (_common(tmp_path, "2") + ["--variant", "a", "--add"], "--add")):
+        with pytest.raises(SystemExit) as e:
+            K.main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert words in err
+    assert {r["name"] for r in json.loads(path.read_text())["runs"]} == {"a", "ls0", "base"}
