@@ -39,35 +39,24 @@ def _fields(x, b0, b1, k, s, p, Ho, Wo, cols):
     # cols[((b − b0)·H_o + i)·W_o + j, (u·k + v)·C + c] = x[b, i·s − p + u, j·s − p + v, c]
     # (0 outside: padding is a bounds test, no padded copy).
     B, H, W, C = x.shape
-    kC = k * C
     r = 0
     for b in range(b0, b1):
         for oh in range(Ho):
             for ow in range(Wo):
                 row = cols[r]
                 r += 1
-                iw0 = ow * s - p
                 for u in range(k):
                     ih = oh * s - p + u
-                    if ih < 0 or ih >= H:
-                        for j in range(u * kC, (u + 1) * kC):
-                            row[j] = 0.0
-                    elif iw0 >= 0 and iw0 + k <= W:
-                        # the field's row u is k·C contiguous values of x: one copy
-                        src = x[b, ih].reshape(-1)
-                        for j in range(kC):
-                            row[u * kC + j] = src[iw0 * C + j]
-                    else:
-                        for v in range(k):
-                            iw = iw0 + v
-                            base = (u * k + v) * C
-                            if iw >= 0 and iw < W:
-                                src = x[b, ih, iw]
-                                for c in range(C):
-                                    row[base + c] = src[c]
-                            else:
-                                for c in range(C):
-                                    row[base + c] = 0.0
+                    for v in range(k):
+                        iw = ow * s - p + v
+                        base = (u * k + v) * C
+                        if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                            src = x[b, ih, iw]
+                            for c in range(C):
+                                row[base + c] = src[c]
+                        else:
+                            for c in range(C):
+                                row[base + c] = 0.0
 
 
 @njit(fastmath=_FM, cache=True)
@@ -123,6 +112,18 @@ def _col2im(dcols, k, s, p, Ho, Wo, dx):
 # fields of a few images at a time (a block that stays in its L2 cache), calls a
 # single-threaded sgemm on it at once, and moves on; backward rebuilds them instead of
 # keeping 75 MB alive. Only Numba's pool runs (threads.py says why that matters).
+@njit(fastmath=_FM, cache=True)
+def _block_fields(x, b0, b1, k, s, p, Ho, Wo):
+    # The im2col rows of images b0 … b1−1 as a (rows, k²C) matrix: for a 1×1 stride-1
+    # conv x's own rows (a view, no copy), otherwise freshly built by _fields.
+    C = x.shape[3]
+    if k == 1 and s == 1 and p == 0:
+        return x[b0:b1].reshape((b1 - b0) * Ho * Wo, C)
+    cols = np.empty(((b1 - b0) * Ho * Wo, k * k * C), dtype=x.dtype)
+    _fields(x, b0, b1, k, s, p, Ho, Wo, cols)
+    return cols
+
+
 @njit(parallel=True, fastmath=_FM, cache=True)
 def _conv_fwd(x, W2, bias, has_bias, k, s, p, Ho, Wo, nb, y, single):
     # y = im2col(x) · W2 (+ bias), blocks of nb images; x: (B, H, W, C), W2: (k²C, F),
@@ -130,21 +131,14 @@ def _conv_fwd(x, W2, bias, has_bias, k, s, p, Ho, Wo, nb, y, single):
     B = x.shape[0]
     KC, F = W2.shape
     HW = Ho * Wo
-    direct = k == 1 and s == 1 and p == 0          # a 1×1 conv: x's rows are the fields
-    xf = x.reshape(-1)
     yf = y.reshape(-1)
     for t in prange((B + nb - 1) // nb):
         b0 = t * nb
         b1 = min(B, b0 + nb)
         rows = (b1 - b0) * HW
-        pc = yf[b0 * HW * F:].ctypes
-        if direct:
-            _blas(single, False, False, rows, F, KC, 1.0, xf[b0 * HW * KC:].ctypes, KC,
-                  W2.ctypes, F, pc, F)
-        else:
-            cols = np.empty((rows, KC), dtype=x.dtype)
-            _fields(x, b0, b1, k, s, p, Ho, Wo, cols)
-            _blas(single, False, False, rows, F, KC, 1.0, cols.ctypes, KC, W2.ctypes, F, pc, F)
+        cols = _block_fields(x, b0, b1, k, s, p, Ho, Wo)
+        _blas(single, False, False, rows, F, KC, 1.0, cols.ctypes, KC, W2.ctypes, F,
+              yf[b0 * HW * F:].ctypes, F)
         if has_bias:
             for r in range(b0 * HW, b1 * HW):
                 yr = y[r]
@@ -169,7 +163,6 @@ def _conv_bwd(x, dy, W2, Wt2, k, s, p, nb, nthreads, need_dx, dx, single):
     T = max(1, min(nthreads, nch))
     per = (nch + T - 1) // T
     part = np.zeros((T, KC, F), dtype=x.dtype)
-    xf = x.reshape(-1)
     df = dy.reshape(-1)
     dxf = dx.reshape(-1)
     for t in prange(T):
@@ -180,14 +173,8 @@ def _conv_bwd(x, dy, W2, Wt2, k, s, p, nb, nthreads, need_dx, dx, single):
             b1 = min(B, b0 + nb)
             rows = (b1 - b0) * HWo
             pd = df[b0 * HWo * F:].ctypes
-            if direct:
-                _blas(single, True, False, KC, F, rows, 1.0, xf[b0 * HW * C:].ctypes, KC,
-                      pd, F, tmp.ctypes, F)
-            else:
-                cols = np.empty((rows, KC), dtype=x.dtype)
-                _fields(x, b0, b1, k, s, p, Ho, Wo, cols)
-                _blas(single, True, False, KC, F, rows, 1.0, cols.ctypes, KC, pd, F,
-                      tmp.ctypes, F)
+            cols = _block_fields(x, b0, b1, k, s, p, Ho, Wo)
+            _blas(single, True, False, KC, F, rows, 1.0, cols.ctypes, KC, pd, F, tmp.ctypes, F)
             for i in range(KC):
                 for f in range(F):
                     pt[i, f] += tmp[i, f]
