@@ -54,6 +54,11 @@ class ViTConfig:
     drop_path:  stochastic depth (Huang et al. 2016): the largest rate at which a residual
                 branch of Eq. 2–3 is dropped for a whole sample; block ℓ of L uses
                 drop_path·ℓ/(L−1) (linear rule, as DeiT/timm); 0 = off.
+    patch_keep: patch dropout (Liu et al. 2023): the fraction of each image's N patch
+                tokens a training step keeps, a random subset of round(patch_keep·N)
+                drawn after E_pos is added (the class token always stays); the encoder
+                then costs about that fraction of a full step. Evaluation sees all N
+                tokens. 1 = off.
     """
 
     image_size: int = 32
@@ -72,6 +77,7 @@ class ViTConfig:
     classifier: str = "token"
     dropout: float = 0.0
     drop_path: float = 0.0
+    patch_keep: float = 1.0
 
     def __post_init__(self):
         self.validate()
@@ -98,6 +104,16 @@ class ViTConfig:
     def num_tokens(self) -> int:
         """Tokens in the encoder: N + 1 with a class token, N with GAP."""
         return self.num_patches + (1 if self.classifier == "token" else 0)
+
+    @property
+    def train_num_patches(self) -> int:
+        """K, the patch tokens a training step keeps: round(patch_keep·N), at least 1."""
+        return max(1, round(self.patch_keep * self.num_patches))
+
+    @property
+    def train_num_tokens(self) -> int:
+        """Tokens in the encoder during a training step: K + 1 with a class token."""
+        return self.train_num_patches + (1 if self.classifier == "token" else 0)
 
     @property
     def head_dim(self) -> int:
@@ -146,6 +162,9 @@ class ViTConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
                 raise ConfigError(f"{name} must be a rate in [0, 1), got {v!r}")
+        v = self.patch_keep
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise ConfigError(f"patch_keep must be a fraction in (0, 1], got {v!r}")
         if not (isinstance(self.ln_eps, (int, float)) and self.ln_eps > 0):
             raise ConfigError(f"ln_eps must be a positive number, got {self.ln_eps!r}")
         # Absurd sizes (a typo such as --depth 1000000000, a hostile checkpoint's config)
@@ -209,16 +228,17 @@ class ViTConfig:
             total += n
         return total
 
-    def flops_per_image(self) -> int:
+    def flops_per_image(self, tokens: int | None = None) -> int:
         """Forward FLOPs for one image: 2 per multiply-add of every matmul (patch embedding,
         qkv, the attention products q kᵀ and A v, the output projection, the MLP, the
         head); LayerNorm, softmax, GELU, dropout and the residual adds are not counted.
+        tokens: the encoder's sequence length; None = :attr:`num_tokens` (evaluation).
 
         Training costs 3× this (:meth:`train_flops_per_image`): the backward pass does two
         matmuls for each matmul of the forward pass.
         """
-        N1, D, M = self.num_tokens, self.dim, self.mlp_dim
-        f = 2 * self.num_patches * self.patch_dim * D                # patch embedding
+        N1, D, M = tokens or self.num_tokens, self.dim, self.mlp_dim
+        f = 2 * self.num_patches * self.patch_dim * D   # patch embedding (all N, then kept)
         per_block = 2 * N1 * D * 3 * D + 2 * N1 * D * D             # qkv, proj
         per_block += 2 * 2 * N1 * N1 * D                             # q kᵀ and A v
         per_block += 2 * 2 * N1 * D * M                              # fc1, fc2
@@ -227,8 +247,9 @@ class ViTConfig:
         return f
 
     def train_flops_per_image(self) -> int:
-        """Forward + backward FLOPs of one training image: 3 × :meth:`flops_per_image`."""
-        return 3 * self.flops_per_image()
+        """Forward + backward FLOPs of one training image: 3 × :meth:`flops_per_image`
+        over the tokens a training step keeps (:attr:`train_num_tokens`)."""
+        return 3 * self.flops_per_image(self.train_num_tokens)
 
     # ------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict:

@@ -27,12 +27,14 @@ import numpy as np
 from .backends import get_backend
 from .config import ViTConfig
 from .errors import ConfigError
-from .ops.dropout import drop_path_mask, dropout_mask
+from .ops.dropout import drop_path_mask, dropout_mask, patch_keep_indices
 from .ops.embedding import sincos2d_pos_embed
 
 # Tag mixed into the dropout generator's seed, so its stream never coincides with the
 # data order / augmentation streams, which are also seeded from (seed, …).
 _DROPOUT_STREAM = 0x44524F50            # "DROP"
+_PATCH_KEEP_STREAM = 0x4B454550         # "KEEP": its own stream, so the dropout masks
+                                        # of a config do not change when it is turned on
 
 
 def drop_path_rates(config: ViTConfig) -> list[float]:
@@ -52,6 +54,8 @@ def unsupported_on_cuda(config: ViTConfig) -> str | None:
         return "dropout"
     if config.drop_path:
         return "drop_path"
+    if config.patch_keep < 1:
+        return "patch_keep"
     return None
 
 
@@ -227,6 +231,9 @@ class ViT:
             z0, cache["tokens"] = be.tokens_forward(e, p["cls_token"], pos)   # + E_pos
         else:                                                              # GAP: no x_class
             z0, cache["tokens"] = be.pos_add_forward(e, pos)
+        keep = self._masks.get("keep")
+        if keep is not None:                   # patch dropout: after E_pos, so kept tokens
+            z0, cache["keep"] = be.keep_tokens_forward(z0, keep)   # know their place
         mask = self._masks.get("embed")
         if mask is not None:                                  # dropout after the sum
             z0, _ = be.dropout_forward(z0, mask)
@@ -243,12 +250,14 @@ class ViT:
         return self._fixed_pos                # sincos2d (fixed) or None
 
     def embed_backward(self, dz0, need_dimages=False):
-        """dz0: (B, N+1, D). Fills the gradients of Eq. 1's parameters; returns
-        dimages (B, H, W, C) when need_dimages, else None."""
+        """dz0: (B, N+1, D) (B, K+1, D) after patch dropout). Fills the gradients of
+        Eq. 1's parameters; returns dimages (B, H, W, C) when need_dimages, else None."""
         be, cache, g, c = self.be, self._cache, self.grads, self.config
         mask = self._masks.get("embed")
         if mask is not None:
             dz0 = be.dropout_backward(dz0, mask)
+        if "keep" in cache:
+            dz0 = be.keep_tokens_backward(dz0, cache["keep"])
         if c.classifier == "token":
             de, g["cls_token"], dpos = be.tokens_backward(dz0, cache["tokens"])
         else:
@@ -383,11 +392,13 @@ class ViT:
         batch: B. Returns site → multiplier array in the model dtype (0 or 1/(1−p)):
         ``embed`` (B, T, D); per block ``blocks.i.attn`` (B, T, D) and ``blocks.i.mlp``
         (B, T, D) — dropout times the block's drop-path mask —, and ``blocks.i.fc1``
-        (B, T, M); with drop_path alone the branch masks are (B, 1, 1). T = N + 1 (N with
-        GAP). Sites with rate 0 are absent.
+        (B, T, M); with drop_path alone the branch masks are (B, 1, 1). T = K + 1 tokens
+        (K with GAP; K = N without patch dropout). Sites with rate 0 are absent. With
+        patch_keep < 1 also ``keep``: host int64 (B, T), the token positions each image
+        keeps (:func:`minivit.ops.patch_keep_indices`, from a stream of its own).
         """
         c, dt = self.config, self.dtype
-        T, D, M = c.num_tokens, c.dim, c.mlp_dim
+        T, D, M = c.train_num_tokens, c.dim, c.mlp_dim
         sites = []                  # (name, one image's dropout shape or None, path rate)
         if c.dropout:
             sites.append(("embed", (T, D), 0.0))
@@ -406,6 +417,12 @@ class ViT:
                 if path:
                     m = m * drop_path_mask(rng, 1, path, dt)[0]
                 masks[name][b] = m
+        if c.patch_keep < 1:
+            token = c.classifier == "token"
+            masks["keep"] = np.stack([
+                patch_keep_indices(np.random.default_rng(
+                    [_PATCH_KEEP_STREAM, *key[1:], int(first_row) + b]),
+                    c.num_patches, c.train_num_patches, token) for b in range(batch)])
         return masks
 
     # ------------------------------------------------------------------ whole model
@@ -424,20 +441,21 @@ class ViT:
         self.clear_cache()
         self.last_masks = {}
         c = self.config
-        if rng_key is not None and (c.dropout or c.drop_path):
+        if rng_key is not None and (c.dropout or c.drop_path or c.patch_keep < 1):
             host = self.draw_masks(rng_key, batch, first_row)
             self.last_masks = host
-            self._masks = {k: self.be.asarray(v, dtype=self.dtype) for k, v in host.items()}
+            self._masks = {k: v if k == "keep" else self.be.asarray(v, dtype=self.dtype)
+                           for k, v in host.items()}
 
     def forward(self, images, keep_attention=False, rng_key=None, first_row=0):
         """images: (B, H, W, C) normalised floats → logits: (B, classes) (backend array).
 
         keep_attention: also store every layer's attention matrices (B, H, N+1, N+1) as
         host arrays in ``self.last_attention`` (for inspection).
-        rng_key: None (evaluation: no dropout, no stochastic depth) or a tuple of ints,
-        e.g. (seed, step), for a training step: the masks of :meth:`draw_masks` are used
-        (and kept in ``self.last_masks`` as host arrays) when the config has dropout or
-        drop_path. first_row: the index of ``images[0]`` in the global batch (an MPI
+        rng_key: None (evaluation: no dropout, no stochastic depth, every patch token) or
+        a tuple of ints, e.g. (seed, step), for a training step: the masks of
+        :meth:`draw_masks` are used (and kept in ``self.last_masks`` as host arrays) when
+        the config has dropout, drop_path or patch_keep < 1. first_row: the index of ``images[0]`` in the global batch (an MPI
         rank's shard), which keys each image's masks.
         """
         self.begin_forward(len(images), keep_attention, rng_key, first_row)

@@ -68,6 +68,9 @@ class MPPModel:
         if self.config.classifier != "token":   # the head below skips token 0 (the class token)
             raise ConfigError(f"masked patch prediction needs a class token; "
                               f"classifier={self.config.classifier!r} is not supported yet")
+        if self.config.patch_keep < 1:         # its targets are every patch, in grid order
+            raise ConfigError(f"masked patch prediction predicts every patch; "
+                              f"patch_keep={self.config.patch_keep} is not supported")
         require_mpp_ops(self.be)
         D = self.config.dim
         rng = np.random.default_rng(seed + 7919)

@@ -138,7 +138,10 @@ class _Trunk:
     from_dict = vars(ViTConfig)["from_dict"]
     from_json = vars(ViTConfig)["from_json"]
     replace = ViTConfig.replace
-    train_flops_per_image = ViTConfig.train_flops_per_image   # 3 × flops_per_image
+
+    def train_flops_per_image(self) -> int:
+        """Forward + backward FLOPs of one training image: 3 × ``flops_per_image``."""
+        return 3 * self.flops_per_image()
 
     def num_params(self) -> int:
         """Exact number of trainable scalars (BN running statistics are not counted)."""

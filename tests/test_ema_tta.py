@@ -1,5 +1,6 @@
 """Weight averaging (EMA), flip test-time augmentation, the train_flops log, and resume
-staying bit-exact with every knob on (EMA, dropout, stochastic depth, GAP, sine-cosine)."""
+staying bit-exact with every knob on (EMA, dropout, stochastic depth, patch dropout, GAP,
+sine-cosine)."""
 import json
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from minivit.tta import hflip, predict_logits_tta
 from conftest import perturbed_model, tiny_config
 
 CFG = tiny_config(dim=16, heads=2, mlp_dim=32, num_classes=4, classifier="gap",
-                  pos_embed="sincos2d", dropout=0.1, drop_path=0.2)
+                  pos_embed="sincos2d", dropout=0.1, drop_path=0.2, patch_keep=0.75)
 DATA = make_synthetic(n_train=96, n_test=32, image_size=8, num_classes=4, seed=0)
 FAST = dict(batch_size=16, warmup_epochs=0.5, backend="numpy", lr=2e-3, crop_padding=1,
             mixup=0.2, ema_decay=0.9)
@@ -135,7 +136,10 @@ def test_train_flops_logged_on_every_line(tmp_path):
     r = train(CFG, data=DATA, out_dir=tmp_path, epochs=2, eval_every=2,
               **{**FAST, "ema_decay": 0.0}, **QUIET)
     rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-    per_step = 16 * 3 * CFG.flops_per_image()
+    # patch dropout: the encoder of a training step runs on K = 3 of the N = 4 tokens
+    assert (CFG.train_num_tokens, CFG.num_tokens) == (3, 4)
+    per_step = 16 * 3 * CFG.flops_per_image(tokens=3)
+    assert per_step < 16 * 3 * CFG.flops_per_image()
     assert [row["train_flops"] for row in rows] == [6 * per_step, 12 * per_step]
     assert rows[0]["test_acc"] is None and "ema_test_acc" not in rows[0]
     assert r["ema"] is None
@@ -148,8 +152,10 @@ def test_dropout_changes_training_and_is_seeded(tmp_path):
     a = train(CFG, data=DATA, **kw)["model"].state_dict()
     b = train(CFG, data=DATA, **kw)["model"].state_dict()
     c = train(CFG.replace(dropout=0.0, drop_path=0.0), data=DATA, **kw)["model"].state_dict()
+    d = train(CFG.replace(patch_keep=1.0), data=DATA, **kw)["model"].state_dict()
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["head.weight"], c["head.weight"])
+    assert not np.array_equal(a["head.weight"], d["head.weight"])
 
 
 def test_resume_without_saved_average_is_refused(tmp_path):
@@ -174,14 +180,15 @@ def test_cli_train_with_every_knob(tmp_path):
     cmd = [sys.executable, "-m", "minivit.cli", "train", "--synthetic", "--limit-train", "64",
            "--limit-test", "32", "--image-size", "8", "--patch-size", "4", "--dim", "16",
            "--depth", "2", "--heads", "2", "--mlp-dim", "32", "--classifier", "gap",
-           "--pos-embed", "sincos2d", "--dropout", "0.1", "--drop-path", "0.1",
+           "--pos-embed", "sincos2d", "--dropout", "0.1", "--drop-path", "0.1", "--patch-keep", "0.5",
            "--ema-decay", "0.9", "--epochs", "1", "--batch-size", "16", "--backend", "numpy",
            "--no-progress", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     ck = load_checkpoint(out / "checkpoint.npz")
     c = ck["config"]
-    assert (c.classifier, c.pos_embed, c.dropout, c.drop_path) == ("gap", "sincos2d", 0.1, 0.1)
+    assert (c.classifier, c.pos_embed, c.dropout, c.drop_path, c.patch_keep) == \
+        ("gap", "sincos2d", 0.1, 0.1, 0.5)
     assert ck["meta"]["settings"]["ema_decay"] == 0.9 and ck["ema"]
     row = json.loads(open(out / "metrics.jsonl").readline())
     assert row["train_flops"] == 4 * 16 * c.train_flops_per_image()
@@ -190,6 +197,9 @@ def test_cli_train_with_every_knob(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "dropout must be a rate in [0, 1), got 1.5" in bad.stderr
     assert "Traceback" not in bad.stderr
+    bad = subprocess.run(cmd[:-2] + ["--patch-keep", "0", "--out", str(tmp_path / "y")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "patch_keep must be a fraction in (0, 1], got 0.0" in bad.stderr
 
 
 # ---------------------------------------------------------------------- TTA

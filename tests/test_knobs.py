@@ -1,5 +1,5 @@
 """The recipe-search knobs (issue 15): GAP classifier, fixed 2-D sine-cosine position
-embeddings, dropout and stochastic depth. Ops against finite differences (float64, fixed
+embeddings, dropout, stochastic depth and patch dropout. Ops against finite differences (float64, fixed
 masks), the whole model against finite differences with every knob on, the masks'
 statistics and determinism, config validation and parameter counts, the numba backend
 against numpy. (Torch autograd parity: tests/test_torch_parity.py.)"""
@@ -53,6 +53,31 @@ def test_dropout_mask_statistics_and_determinism():
     assert abs(float(m.mean()) - 1.0) < 0.01             # E[m] = 1 (inverted scaling)
     np.testing.assert_array_equal(
         m, ops.dropout_mask(np.random.default_rng(1), (200, 500), 0.1, np.float32))
+
+
+def test_keep_tokens_op_grad_and_indices(rng):
+    """Patch dropout's gather: y[b, j] = z[b, idx[b, j]]; its backward scatters dy back
+    and leaves the dropped tokens at zero."""
+    idx = np.stack([ops.patch_keep_indices(np.random.default_rng(b), 6, 3) for b in range(2)])
+    assert idx.shape == (2, 4) and (idx[:, 0] == 0).all()      # the class token stays
+    for row in idx:                                             # 3 distinct patches, in order
+        assert list(row) == sorted(set(row)) and 1 <= row[1] and row[-1] <= 6
+    assert not np.array_equal(idx[0], idx[1])                   # each image draws its own
+    z = rng.standard_normal((2, 7, 5))
+    y, cache = ops.keep_tokens_forward(z, idx)
+    for b in range(2):
+        np.testing.assert_array_equal(y[b], z[b, idx[b]])
+    dy = rng.standard_normal(y.shape)
+    dz = ops.keep_tokens_backward(dy, cache)
+    _check(lambda: ops.keep_tokens_forward(z, idx)[0], z, dz, dy)
+    dropped = np.ones((2, 7), bool)
+    dropped[np.arange(2)[:, None], idx] = False
+    assert (dz[dropped] == 0).all() and dropped.sum() == 6
+    # GAP (no class token): K positions among 0 … N−1; K = N keeps everything
+    gap = ops.patch_keep_indices(np.random.default_rng(0), 6, 3, cls_first=False)
+    assert gap.shape == (3,) and gap.max() < 6
+    np.testing.assert_array_equal(
+        ops.patch_keep_indices(np.random.default_rng(0), 6, 6, cls_first=False), np.arange(6))
 
 
 def test_mean_tokens_grad(rng):
@@ -130,6 +155,16 @@ def test_flops_count_the_issue_figure():
     assert c.train_flops_per_image() == 3 * fwd
     assert round(c.train_flops_per_image() / 1e6) == 233
     assert c.replace(classifier="gap").flops_per_image() < fwd
+    # patch dropout: a training image's encoder runs on K + 1 = 33 tokens (all 64 patches
+    # are still embedded); evaluation stays at the full count
+    h = c.replace(patch_keep=0.5)
+    K1 = 33
+    assert (h.train_num_patches, h.train_num_tokens) == (32, K1)
+    assert h.train_flops_per_image() == 3 * (
+        2 * 64 * 48 * D + L * (2 * K1 * D * 3 * D + 2 * K1 * D * D + 4 * K1 * K1 * D
+                               + 4 * K1 * D * M) + 2 * D * 10)
+    assert h.flops_per_image() == fwd
+    assert 0.45 < h.train_flops_per_image() / c.train_flops_per_image() < 0.5
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -138,6 +173,9 @@ def test_flops_count_the_issue_figure():
     (dict(dropout=-0.1), "dropout must be a rate"),
     (dict(drop_path=1.5), r"drop_path must be a rate in \[0, 1\), got 1.5"),
     (dict(drop_path="0.1"), "drop_path must be a rate"),
+    (dict(patch_keep=0.0), r"patch_keep must be a fraction in \(0, 1\], got 0.0"),
+    (dict(patch_keep=1.5), r"patch_keep must be a fraction in \(0, 1\], got 1.5"),
+    (dict(patch_keep=True), "patch_keep must be a fraction"),
     (dict(pos_embed="sincos2d", dim=6, heads=2), "D divisible by 4 and >= 8.*D=6"),
     (dict(pos_embed="sincos2d", dim=4, heads=2), "D=4"),
 ])
@@ -169,6 +207,7 @@ def test_cuda_refusal_names_the_knob():
     assert unsupported_on_cuda(tiny_config(pos_embed="sincos2d")) == "pos_embed='sincos2d'"
     assert unsupported_on_cuda(tiny_config(dropout=0.1)) == "dropout"
     assert unsupported_on_cuda(tiny_config(drop_path=0.1)) == "drop_path"
+    assert unsupported_on_cuda(tiny_config(patch_keep=0.5)) == "patch_keep"
 
 
 # ---------------------------------------------------------------------- whole model
@@ -177,9 +216,12 @@ ALL_ON = dict(classifier="gap", pos_embed="sincos2d", dropout=0.25, drop_path=0.
 
 @pytest.mark.parametrize("kw", [ALL_ON, dict(dropout=0.25, drop_path=0.5, depth=3,
                                             pos_embed="learned-2d", head_type="pre-logits"),
-                                dict(classifier="gap"), dict(pos_embed="sincos2d")],
+                                dict(classifier="gap"), dict(pos_embed="sincos2d"),
+                                dict(patch_keep=0.5, dropout=0.25, depth=3),
+                                dict(patch_keep=0.75, classifier="gap",
+                                     pos_embed="learned-2d")],
                          ids=["gap-sincos-dropout-droppath", "token-2d-dropout-droppath",
-                              "gap", "sincos"])
+                              "gap", "sincos", "patchkeep-dropout", "patchkeep-gap-2d"])
 def test_model_gradients_with_knobs_match_finite_differences(kw):
     """The training-step masks are a function of rng_key alone, so every forward of the
     finite-difference probe sees the same masks: the model is a fixed function."""
@@ -236,9 +278,10 @@ def test_masks_of_a_shard_are_those_rows_of_the_global_batch():
     """An MPI rank draws the masks of its shard only, keyed by the shard's first row in
     the global batch: they equal those rows of a one-process draw, so K ranks train with
     exactly the masks of a single process."""
-    cfg = tiny_config(dropout=0.3, drop_path=0.5, depth=3)
+    cfg = tiny_config(dropout=0.3, drop_path=0.5, depth=3, patch_keep=0.5)
     m = perturbed_model(cfg, seed=2)
     full = m.draw_masks((3, 11), 6)
+    assert full["keep"].shape == (6, 3)
     for first, n in ((0, 3), (3, 3), (2, 2), (5, 1)):
         shard = m.draw_masks((3, 11), n, first_row=first)
         assert set(shard) == set(full)
@@ -280,6 +323,39 @@ def test_numba_backend_matches_numpy_with_every_knob(dtype):
         np.testing.assert_allclose(nb.grads[n], ref.grads[n], err_msg=n, **tol)
 
 
+def test_patch_dropout_only_in_training_steps():
+    """Evaluation (no key) sees every token: exactly the model without patch dropout. A
+    training step keeps K + 1 tokens, so its attention matrices are (K+1)×(K+1), the
+    same tokens for the same key, and the numba backend agrees with numpy."""
+    cfg = tiny_config(patch_keep=0.5, image_size=12)            # N = 9 → K = 4 (round 4.5)
+    m = perturbed_model(cfg, seed=2)
+    full = perturbed_model(cfg.replace(patch_keep=1.0), seed=2)
+    x = np.random.default_rng(0).standard_normal((3, 12, 12, 3))
+    np.testing.assert_array_equal(m.forward(x), full.forward(x))
+    a = m.forward(x, rng_key=(1, 2), keep_attention=True)
+    assert m.last_attention[0].shape == (3, 2, 5, 5)
+    kept = m.last_masks["keep"]
+    np.testing.assert_array_equal(a, m.forward(x, rng_key=(1, 2)))
+    assert not np.allclose(a, full.forward(x))
+    np.testing.assert_array_equal(kept, m.draw_masks((1, 2), 3)["keep"])
+    assert not np.array_equal(kept, m.draw_masks((1, 3), 3)["keep"])
+    # a model whose unkept tokens are replaced gives the same training-step logits
+    y = x.copy()
+    cells = [(r, c) for r in range(3) for c in range(3)]
+    dropped = sorted(set(range(1, 10)) - set(kept[0]))
+    for t in dropped:
+        r, c = cells[t - 1]
+        y[0, 4 * r:4 * r + 4, 4 * c:4 * c + 4] = 5.0
+    np.testing.assert_allclose(m.forward(y, rng_key=(1, 2))[0], a[0], rtol=1e-12)
+    pytest.importorskip("numba")
+    nb = ViT(cfg, dtype="float64", backend="numba", params=m.state_dict())
+    la, ga = m.loss_and_grads(x, np.array([0, 1, 2]), 0.1, rng_key=(1, 2))
+    lb, gb = nb.loss_and_grads(x, np.array([0, 1, 2]), 0.1, rng_key=(1, 2))
+    np.testing.assert_allclose(gb, ga, rtol=1e-9, atol=1e-11)
+    for n in m.params:
+        np.testing.assert_allclose(nb.grads[n], m.grads[n], rtol=1e-9, atol=1e-11, err_msg=n)
+
+
 # ---------------------------------------------------------------------- inspection of GAP models
 def test_inspect_handles_gap_and_sincos_models():
     from minivit.inspect import (attention_maps, cls_rollout_map, mean_attention_distance,
@@ -304,6 +380,8 @@ def test_pretrain_refuses_gap_by_name():
     from minivit.pretrain import MPPModel
     with pytest.raises(ConfigError, match="classifier='gap' is not supported yet"):
         MPPModel(tiny_config(classifier="gap"))
+    with pytest.raises(ConfigError, match="patch_keep=0.5 is not supported"):
+        MPPModel(tiny_config(patch_keep=0.5))
 
 
 def test_pretrain_uses_the_dropout_masks_of_its_key_and_refuses_ema():

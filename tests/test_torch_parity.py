@@ -25,6 +25,8 @@ VARIANTS = [
     dict(dropout=0.3, drop_path=0.4, depth=3),
     dict(dropout=0.2, drop_path=0.5, classifier="gap", pos_embed="sincos2d", depth=3),
     dict(drop_path=0.6, depth=3),
+    dict(patch_keep=0.5, depth=3),                            # patch dropout
+    dict(patch_keep=0.25, dropout=0.2, classifier="gap", pos_embed="learned-2d", depth=2),
 ]
 
 
@@ -43,7 +45,10 @@ def test_logits_and_all_grads_match_torch(kw, smoothing):
     m.backward(dlogits)
     masks = {k: torch.tensor(v) for k, v in m.last_masks.items()}
     if cfg.dropout or cfg.drop_path:         # the masks really drop something
-        assert masks and all((v == 0).any() for k, v in masks.items() if k != "embed")
+        assert masks and all((v == 0).any() for k, v in masks.items()
+                             if k not in ("embed", "keep"))
+    if cfg.patch_keep < 1:                   # the encoder saw K of the N patch tokens
+        assert masks["keep"].shape == (3, cfg.train_num_tokens) < (3, cfg.num_tokens)
 
     tp = {k: torch.tensor(v, requires_grad=True) for k, v in m.state_dict().items()}
     tlogits = torch_forward(tp, cfg, torch.tensor(x), masks)

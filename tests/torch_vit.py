@@ -24,7 +24,8 @@ def torch_forward(params, cfg, images, masks=None):
     """params: name → torch tensor (requires_grad); images: (B, H, W, C) tensor.
     masks: None, or minivit's ``last_masks`` as torch tensors (dropout after the
     embedding sum, after the attention projection and after each MLP dense; stochastic
-    depth folded into the branch masks ``attn`` and ``mlp``). Returns logits (B, classes)."""
+    depth folded into the branch masks ``attn`` and ``mlp``; ``keep``: the token positions
+    patch dropout keeps). Returns logits (B, classes)."""
     masks = masks or {}
     mask = lambda x, key: x * masks[key] if key in masks else x     # noqa: E731
     token = getattr(cfg, "classifier", "token") == "token"
@@ -48,6 +49,10 @@ def torch_forward(params, cfg, images, masks=None):
     elif cfg.pos_embed == "sincos2d":            # fixed; the class token gets none
         pe = torch_sincos2d(*cfg.grid, D, z.dtype)
         z = torch.cat([z[:, :1], z[:, 1:] + pe], dim=1) if token else z + pe
+    if "keep" in masks:                          # patch dropout: torch.gather, after E_pos
+        idx = masks["keep"].long()
+        z = torch.gather(z, 1, idx[:, :, None].expand(B, idx.shape[1], D))
+        T = z.shape[1]
     z = mask(z, "embed")
     approx = "tanh" if cfg.gelu == "tanh" else "none"
     for i in range(cfg.depth):

@@ -701,6 +701,14 @@ class CudaBackend:
         """Refused, see :meth:`dropout_forward`."""
         self._unsupported("dropout / drop_path")
 
+    def keep_tokens_forward(self, z, idx):
+        """Patch dropout: refused (ConfigError) until a kernel exists."""
+        self._unsupported("patch_keep")
+
+    def keep_tokens_backward(self, dy, cache):
+        """Refused, see :meth:`keep_tokens_forward`."""
+        self._unsupported("patch_keep")
+
     def ema_update(self, s, p, decay):
         """The weight average's update: refused (ConfigError) until a kernel exists."""
         self._unsupported("ema_decay")

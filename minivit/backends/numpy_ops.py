@@ -86,13 +86,16 @@ class NumpyBackend:
     corruption_forward = staticmethod(masked.corruption_forward)
     corruption_backward = staticmethod(masked.corruption_backward)
     masked_patch_loss = staticmethod(masked.masked_patch_loss)
-    # knobs of the recipe search (issue 15): GAP classifier, dropout / drop path
+    # knobs of the recipe search (issue 15): GAP classifier, dropout / drop path,
+    # patch dropout
     pos_add_forward = staticmethod(ops.pos_add_forward)
     pos_add_backward = staticmethod(ops.pos_add_backward)
     mean_tokens_forward = staticmethod(ops.mean_tokens_forward)
     mean_tokens_backward = staticmethod(ops.mean_tokens_backward)
     dropout_forward = staticmethod(ops.dropout_forward)
     dropout_backward = staticmethod(ops.dropout_backward)
+    keep_tokens_forward = staticmethod(ops.keep_tokens_forward)
+    keep_tokens_backward = staticmethod(ops.keep_tokens_backward)
 
     def linear_gelu_forward(self, x, W, b, approximate="tanh"):
         """fc1 of the MLP followed by GELU. x: (..., D); W: (D, M); b: (M,).

@@ -143,6 +143,13 @@ class Backend(Protocol):
     def dropout_backward(self, dy, cache) -> Array:
         """dy: like x → dx = dy ⊙ mask."""
 
+    def keep_tokens_forward(self, z, idx) -> tuple[Array, Cache]:
+        """Patch dropout: z: (B, T, D), idx: host (B, T') int positions, distinct within
+        a row → z[b, idx[b]]: (B, T', D)."""
+
+    def keep_tokens_backward(self, dy, cache) -> Array:
+        """dy: (B, T', D) → dz: (B, T, D), dy at the kept positions, zero elsewhere."""
+
     def softmax_cross_entropy(self, logits, labels, smoothing=0.0) -> tuple[float, Array]:
         """logits: (B, C); labels: host (B,) ints or (B, C) soft targets → (mean loss,
         dlogits (B, C))."""

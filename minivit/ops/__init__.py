@@ -9,7 +9,8 @@ are tested against.
 from .activations import gelu_backward, gelu_forward, tanh_backward, tanh_forward
 from .attention import (attention_backward, attention_forward, mhsa_core_backward,
                         mhsa_core_forward, mhsa_backward, mhsa_forward)
-from .dropout import dropout_backward, dropout_forward, dropout_mask, drop_path_mask
+from .dropout import (dropout_backward, dropout_forward, dropout_mask, drop_path_mask,
+                      keep_tokens_backward, keep_tokens_forward, patch_keep_indices)
 from .embedding import (pos2d_backward, pos2d_forward, pos_add_backward, pos_add_forward,
                         sincos2d_pos_embed, tokens_backward, tokens_forward)
 from .layernorm import layernorm_backward, layernorm_forward
