@@ -121,11 +121,12 @@ def test_k2_matches_k1_after_training(tmp_path, dtype, optimizer, clip, tol):
     assert (run / "curves.png").stat().st_size > 1000
 
 
-def test_k2_matches_k1_with_dropout_drop_path_and_ema(tmp_path):
-    """Each rank draws the dropout / stochastic-depth masks of its shard only, keyed by
-    (seed, step) and each image's row in the global batch: K = 2 trains the one-process
-    run (to rounding), and the weight average is updated, evaluated and saved as at K = 1."""
-    knobs = dict(dropout=0.2, drop_path=0.3)
+def test_k2_matches_k1_with_dropout_drop_path_patch_dropout_and_ema(tmp_path):
+    """Each rank draws the dropout / stochastic-depth masks and the kept patch tokens of
+    its shard only, keyed by (seed, step) and each image's row in the global batch: K = 2
+    trains the one-process run (to rounding), and the weight average is updated,
+    evaluated and saved as at K = 1."""
+    knobs = dict(dropout=0.2, drop_path=0.3, patch_keep=0.5)
     kw = dict(FAST, epochs=2, dtype="float64", ema_decay=0.9)
     p2, h2 = _train_at_k2(tmp_path / "k2", config=knobs, **kw)
     r1 = train(CFG.replace(**knobs), data=DATA, out_dir=tmp_path / "k1", progress=False,
