@@ -68,7 +68,9 @@ def draw(result: dict, path: Path):
         axes[1].plot([r["wall_s"] / 60 for r in runs], acc, "o-", label=name)
     # linear in units of 1e14: the budgets span only ~3×, where a log axis has no labels
     axes[0].set_xlabel("training compute (1e14 FLOP, forward + backward)")
-    axes[1].set_xlabel(f"wall time (minutes, this machine, {result['date']})")
+    # budgets run on different days (--add) are named, so nobody reads them as one day's
+    dates = sorted({r.get("date", result["date"]) for r in result["runs"]}) or [result["date"]]
+    axes[1].set_xlabel(f"wall time (minutes, this machine; runs of {', '.join(dates)})")
     for ax in axes:
         ax.set_xlim(0, 1.15 * ax.get_xlim()[1])         # room right of the last point
     save_accuracy_figure(fig, axes, "ViT vs ResNet vs hybrid at equal training compute", path,
