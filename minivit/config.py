@@ -237,7 +237,8 @@ class ViTConfig:
         Training costs 3× this (:meth:`train_flops_per_image`): the backward pass does two
         matmuls for each matmul of the forward pass.
         """
-        N1, D, M = tokens or self.num_tokens, self.dim, self.mlp_dim
+        N1 = self.num_tokens if tokens is None else tokens
+        D, M = self.dim, self.mlp_dim
         f = 2 * self.num_patches * self.patch_dim * D   # patch embedding (all N, then kept)
         per_block = 2 * N1 * D * 3 * D + 2 * N1 * D * D             # qkv, proj
         per_block += 2 * 2 * N1 * N1 * D                             # q kᵀ and A v

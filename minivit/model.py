@@ -250,7 +250,7 @@ class ViT:
         return self._fixed_pos                # sincos2d (fixed) or None
 
     def embed_backward(self, dz0, need_dimages=False):
-        """dz0: (B, N+1, D) (B, K+1, D) after patch dropout). Fills the gradients of
+        """dz0: (B, N+1, D), or (B, K+1, D) after patch dropout. Fills the gradients of
         Eq. 1's parameters; returns dimages (B, H, W, C) when need_dimages, else None."""
         be, cache, g, c = self.be, self._cache, self.grads, self.config
         mask = self._masks.get("embed")
@@ -421,7 +421,7 @@ class ViT:
             token = c.classifier == "token"
             masks["keep"] = np.stack([
                 patch_keep_indices(np.random.default_rng(
-                    [_PATCH_KEEP_STREAM, *key[1:], int(first_row) + b]),
+                    [_PATCH_KEEP_STREAM, *(int(k) for k in rng_key), int(first_row) + b]),
                     c.num_patches, c.train_num_patches, token) for b in range(batch)])
         return masks
 
@@ -455,8 +455,9 @@ class ViT:
         rng_key: None (evaluation: no dropout, no stochastic depth, every patch token) or
         a tuple of ints, e.g. (seed, step), for a training step: the masks of
         :meth:`draw_masks` are used (and kept in ``self.last_masks`` as host arrays) when
-        the config has dropout, drop_path or patch_keep < 1. first_row: the index of ``images[0]`` in the global batch (an MPI
-        rank's shard), which keys each image's masks.
+        the config has dropout, drop_path or patch_keep < 1. first_row: the index of
+        ``images[0]`` in the global batch (an MPI rank's shard), which keys each image's
+        masks.
         """
         self.begin_forward(len(images), keep_attention, rng_key, first_row)
         z0 = self.embed_forward(images)
