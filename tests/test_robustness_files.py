@@ -9,7 +9,6 @@ checkpoint validation, NaN/inf at every entry point, and image files for predict
 """
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 
