@@ -44,12 +44,18 @@ def drop_path_rates(config: ViTConfig) -> list[float]:
     return [config.drop_path * i / (L - 1) if L > 1 else 0.0 for i in range(L)]
 
 
-def unsupported_on_cuda(config: ViTConfig) -> str | None:
-    """The first knob of ``config`` the cuda backend cannot run yet, or None."""
+def unsupported_on_cuda(config: ViTConfig, training: bool = True) -> str | None:
+    """The first knob of ``config`` the cuda backend cannot run yet, or None.
+
+    training=False: only the knobs that change evaluation. Dropout, stochastic depth and
+    patch dropout act in training steps only, so a model trained with them on the CPU
+    still evaluates and predicts on the GPU (the shipped default model is one)."""
     if config.classifier != "token":
         return f"classifier={config.classifier!r}"
     if config.pos_embed == "sincos2d":
         return "pos_embed='sincos2d'"
+    if not training:
+        return None
     if config.dropout:
         return "dropout"
     if config.drop_path:
@@ -57,6 +63,14 @@ def unsupported_on_cuda(config: ViTConfig) -> str | None:
     if config.patch_keep < 1:
         return "patch_keep"
     return None
+
+
+def refuse_on_cuda(config: ViTConfig, backend: str, training: bool = True):
+    """Raise ConfigError naming the first knob of ``config`` that ``backend`` ("cuda")
+    cannot run (see :func:`unsupported_on_cuda`); other backends run them all."""
+    knob = unsupported_on_cuda(config, training) if backend == "cuda" else None
+    if knob:
+        raise ConfigError(f"{knob} is not supported on the cuda backend yet")
 
 
 # ---------------------------------------------------------------------- initialisation
@@ -128,9 +142,7 @@ class ViT:
         self.config = config
         self.dtype = np.dtype(dtype)
         self.be = get_backend(backend)
-        knob = unsupported_on_cuda(config) if getattr(self.be, "name", "") == "cuda" else None
-        if knob:
-            raise ConfigError(f"{knob} is not supported on the cuda backend yet")
+        refuse_on_cuda(config, getattr(self.be, "name", ""), training=False)
         self._fixed_pos = None
         if config.pos_embed == "sincos2d":
             # fixed E_pos (no parameters); the class token, if any, gets a zero row, as in
@@ -442,6 +454,7 @@ class ViT:
         self.last_masks = {}
         c = self.config
         if rng_key is not None and (c.dropout or c.drop_path or c.patch_keep < 1):
+            refuse_on_cuda(c, getattr(self.be, "name", ""))     # trainers refuse up front
             host = self.draw_masks(rng_key, batch, first_row)
             self.last_masks = host
             self._masks = {k: v if k == "keep" else self.be.asarray(v, dtype=self.dtype)

@@ -238,6 +238,8 @@ class MaskedPatchPrediction(Objective):
                               f"(use a ViT preset, e.g. --preset cifar10-tiny)")
         if s.ema_decay:             # the average would have to cover the [mask] token and head
             raise ConfigError("ema_decay is not supported by masked patch prediction yet")
+        from minivit.model import refuse_on_cuda
+        refuse_on_cuda(config, s.backend)       # dropout/drop path: before any step
         m = self.settings
         return MPPModel(config, seed=s.seed, dtype=s.dtype, backend=s.backend,
                         mask_ratio=m.mask_ratio, p_mask=m.p_mask, p_random=m.p_random)

@@ -208,6 +208,29 @@ def test_cuda_refusal_names_the_knob():
     assert unsupported_on_cuda(tiny_config(dropout=0.1)) == "dropout"
     assert unsupported_on_cuda(tiny_config(drop_path=0.1)) == "drop_path"
     assert unsupported_on_cuda(tiny_config(patch_keep=0.5)) == "patch_keep"
+    # evaluation: only the knobs that change the forward pass without a training step
+    assert unsupported_on_cuda(tiny_config(classifier="gap"), training=False) == "classifier='gap'"
+    assert unsupported_on_cuda(tiny_config(pos_embed="sincos2d"), training=False) == \
+        "pos_embed='sincos2d'"
+    assert unsupported_on_cuda(tiny_config(dropout=0.1, drop_path=0.1, patch_keep=0.5),
+                               training=False) is None
+
+
+def test_cuda_training_knobs_refused_before_the_first_step_and_at_it():
+    """A model trained with dropout / patch dropout evaluates on the GPU, but training it
+    there is refused up front (the trainer) and, as a backstop, at a training forward."""
+    from types import SimpleNamespace
+
+    from minivit.objectives import Classification
+    from minivit.settings import TrainSettings
+    with pytest.raises(ConfigError, match="^patch_keep is not supported on the cuda backend"):
+        Classification().build_model(tiny_config(patch_keep=0.5),
+                                     TrainSettings(backend="cuda"))
+    m = ViT(tiny_config(dropout=0.1), dtype="float64")
+    m.be = SimpleNamespace(name="cuda")      # no GPU here: the refusal comes before any kernel
+    with pytest.raises(ConfigError, match="^dropout is not supported on the cuda backend"):
+        m.begin_forward(2, rng_key=(0, 1))
+    m.begin_forward(2)                       # evaluation draws no masks: allowed
 
 
 # ---------------------------------------------------------------------- whole model

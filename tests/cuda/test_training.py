@@ -94,6 +94,19 @@ def test_model_variants_match_numpy(be_small):
                                    atol=1e-5 * max(1.0, np.abs(g).max()), err_msg=name)
 
 
+def test_model_trained_with_training_only_knobs_evaluates_on_the_gpu(be_small):
+    """Dropout, stochastic depth and patch dropout act in training steps only: a model
+    trained with them (like the shipped default) predicts on the GPU as on the CPU."""
+    cfg = ViTConfig(image_size=8, patch_size=4, dim=8, depth=2, heads=2, mlp_dim=16,
+                    num_classes=3, dropout=0.1, drop_path=0.1, patch_keep=0.5)
+    params = perturbed_params(cfg)
+    ref = ViT(cfg, dtype="float32", backend="numpy", params=params)
+    gpu = ViT(cfg, dtype="float32", backend=be_small, params=params)
+    x, _ = batch(cfg, B=2)
+    np.testing.assert_allclose(be_small.to_host(gpu.forward(x)), ref.forward(x),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_training_step_stays_on_the_device(be_small, monkeypatch):
     model = ViT(CFG, dtype="float32", backend=be_small, params=perturbed_params(CFG))
     state = {}
