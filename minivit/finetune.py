@@ -107,7 +107,8 @@ def finetune(checkpoint, out, image_size=None, num_classes=None, *, data=None,
     """Fine-tune a checkpoint with the paper's recipe (§3.2, §4.1, B.1.1).
 
     New zero-initialised linear head (``num_classes``), position embeddings resampled to
-    ``image_size`` (images resized bilinearly to it), then :func:`minivit.train.train` with
+    ``image_size`` (images resized bilinearly to it), patch dropout off (``patch_keep``
+    1; dropout and stochastic depth are kept), then :func:`minivit.train.train` with
     :data:`RECIPE`: SGD momentum 0.9, cosine decay, no weight decay, clipping at global
     norm 1. data: a dict like ``load_cifar10`` returns (uint8 images); None loads CIFAR-10
     from ``data_dir`` (first ``limit`` images of each split when given). settings /
@@ -135,11 +136,16 @@ def finetune(checkpoint, out, image_size=None, num_classes=None, *, data=None,
     old = ck["config"]
     new = old.replace(image_size=old.image_size if image_size is None else image_size,
                       num_classes=old.num_classes if num_classes is None else num_classes,
-                      head_type="linear")
+                      head_type="linear",
+                      # Patch dropout is a pre-training saving (Liu et al. fine-tune on
+                      # every token); at a new resolution round(f·N) would also change.
+                      patch_keep=1.0)
     params = adapt_params(ck["params"], old, new, seed=s.seed)
     overrides.setdefault("log", print)
     overrides["log"](f"fine-tuning {checkpoint}: {old.image_size}px → {new.image_size}px, "
-                     f"a new zero-initialised head for {new.num_classes} classes")
+                     f"a new zero-initialised head for {new.num_classes} classes"
+                     + (f", every patch token (pre-trained with patch_keep={old.patch_keep})"
+                        if old.patch_keep < 1 else ""))
     return train(new, data=data, data_dir=data_dir, out_dir=out, init_params=params,
                  settings=s, overwrite=overwrite, **overrides)
 

@@ -135,7 +135,7 @@ def test_finetune_uses_paper_recipe(tmp_path, monkeypatch, rng):
     from minivit.checkpoint import save_checkpoint
     from minivit.finetune import finetune
     cfg = ViTConfig(image_size=16, patch_size=4, dim=8, depth=1, heads=2, mlp_dim=16,
-                    num_classes=5, head_type="pre-logits")
+                    num_classes=5, head_type="pre-logits", patch_keep=0.5, dropout=0.1)
     save_checkpoint(tmp_path / "ck.npz", ViT(cfg))
     calls = []
     monkeypatch.setattr("minivit.train.train",
@@ -145,6 +145,7 @@ def test_finetune_uses_paper_recipe(tmp_path, monkeypatch, rng):
                     epochs=2, lr=0.01, data=data, log=lambda *a: None) == {"ok": True}
     (config, kw), = calls
     assert config.image_size == 24 and config.num_classes == 10 and config.head_type == "linear"
+    assert config.patch_keep == 1.0 and config.dropout == 0.1   # patch dropout off, dropout kept
     s = kw["settings"]
     assert s.optimizer == "sgd" and s.momentum == 0.9 and s.weight_decay == 0.0
     assert s.schedule == "cosine" and s.clip_norm == 1.0 and s.lr == 0.01
