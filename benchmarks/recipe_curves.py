@@ -33,6 +33,7 @@ DEFAULT_RUNS = {
     "minivit, 60-min recipe re-run, 2026-11-30 backend": RESULTS / "cifar10_60min_rerun",
     "minivit, 60-min recipe + sincos2d (28 ep)": RESULTS / "cifar10_60min_sincos2d",
     "minivit, 30-min recipe (14 ep)": RESULTS / "cifar10_30min",
+    "minivit, 60-min budget + patch dropout 0.5 (57 ep)": RESULTS / "cifar10_60min_pk50",
     "PyTorch peer, same recipe (28 ep)": RESULTS / "torch_peer_60min",
 }
 
