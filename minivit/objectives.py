@@ -96,11 +96,11 @@ class Classification(Objective):
     name = "classification"
 
     def build_model(self, config, s):
+        from .config import ViTConfig
         from .model import refuse_on_cuda
         from .models import build_model        # a ViT, ResNet or hybrid ViT by config
-        vit = getattr(config, "vit", config)   # a hybrid's encoder
-        if hasattr(vit, "patch_keep"):         # before any step, not at the first one
-            refuse_on_cuda(vit, s.backend)
+        if isinstance(config, ViTConfig):      # before any step, not at the first one
+            refuse_on_cuda(config, s.backend)
         return build_model(config, seed=s.seed, dtype=s.dtype, backend=s.backend)
 
     def transform(self, config, s):
