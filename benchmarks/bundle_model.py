@@ -1,10 +1,10 @@
 """Ship a trained run as one of the package's models (minivit/weights/NAME.npz; NAME
-cifar10-tiny is ``default``, hybrid-tiny is ``hybrid``, resnet-20 is ``resnet``: see
+cifar10-tiny is ``default``, hybrid-wide is ``hybrid``, resnet-20 is ``resnet``: see
 minivit.hub.ALIASES).
 
     python benchmarks/bundle_model.py runs/cifar10-60min --command "minivit train ..."
-    python benchmarks/bundle_model.py runs/vit_vs_resnet/0.5e14/hybrid-tiny \
-        --name hybrid-tiny --command "python benchmarks/vit_vs_resnet.py ..."
+    python benchmarks/bundle_model.py runs/knob_ablation_hybrid_1.6e14/w32_d2_pad2_lr4e-3 \
+        --name hybrid-wide --command "python benchmarks/knob_ablation.py ..."
 
 Writes the parameters only (no optimizer state, so it stays small), with the class names,
 the run's final test accuracy and the command that trained it in meta.json.

@@ -1,12 +1,16 @@
-"""Knob ablations at an equal training-compute budget, same seed (issue 15's search table).
+"""Knob ablations at an equal training-compute budget, same seed (issue 15's search table,
+and issue 16's for the hybrid ViT).
 
 Each variant is the base recipe (today's ``make cifar10-60min`` settings) with some model
-fields (ViTConfig: classifier, pos_embed, dropout, drop_path, dim, depth, …) and/or
-training settings (TrainSettings: lr, batch_size, ema_decay, rand_augment, …) changed.
-The budget is training compute, ``train_flops`` (matmul + attention FLOPs, forward +
-backward = 3 × forward): each variant gets the number of epochs that spends closest to
-``--budget-epochs`` epochs of the *base* model, so a cheaper model (GAP: one token fewer;
-smaller D) may get more epochs. Every run's metrics.jsonl goes to runs/knob_ablation[_TAG]/
+fields of the preset's family (ViTConfig: classifier, pos_embed, dropout, drop_path, dim,
+depth, …; HybridConfig / ResNetConfig also stem_width, widths, depths, a tuple written
+32/64/128) and/or training settings (TrainSettings: lr, batch_size, ema_decay,
+rand_augment, crop_padding, …) changed. The budget is training compute, ``train_flops``
+(matmul, conv and attention FLOPs, forward + backward = 3 × forward): each variant gets
+the number of epochs that spends closest to ``--budget-epochs`` epochs of the *base*
+model, or to ``--budget-flops`` FLOP, so a cheaper model (GAP: one token fewer; smaller D)
+may get more epochs; ``epochs=K`` in a variant fixes it (e.g. the most whole epochs
+*within* the budget). Every run's metrics.jsonl goes to runs/knob_ablation[_TAG]/
 NAME/ (ignored by git); the table (final test accuracy, the EMA's, flip-TTA's, compute
 spent, wall time) is printed in markdown and written to
 benchmarks/results/knob_ablation[_TAG].json. Runs that do not help stay in the table.
@@ -16,6 +20,9 @@ benchmarks/results/knob_ablation[_TAG].json. Runs that do not help stay in the t
         --variant dp:drop_path=0.1 --variant sincos:pos_embed=sincos2d
     python benchmarks/knob_ablation.py --budget-epochs 14 --data-dir ../shared/data \\
         --tag 14ep --import-run base=runs/cifar10-30min --add   # a finished run joins
+    python benchmarks/knob_ablation.py --preset hybrid-tiny --budget-flops 1.6e14 \\
+        --tag hybrid_1.6e14 --data-dir ../shared/data \\
+        --variant w32:stem_width=32,widths=32/64/128,depth=2,epochs=7,lr=2e-3,warmup_epochs=1
     python benchmarks/knob_ablation.py --synthetic --limit 64 --budget-epochs 1 \\
         --batch-size 16 --backend numpy --tag smoke       # a smoke test (seconds)
 
@@ -36,10 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_data import add_data_flags, load_data, write_json  # noqa: E402
-from minivit import ViTConfig                       # noqa: E402
 from minivit.errors import ConfigError, MinivitError  # noqa: E402
 from minivit.evaluate import evaluate               # noqa: E402
-from minivit.models import epoch_flops, epochs_for_budget  # noqa: E402
+from minivit.models import (config_from_preset, epoch_flops, epochs_for_budget,  # noqa: E402
+                            model_kind)
 from minivit.train import TrainSettings, train      # noqa: E402
 
 # today's 60-minute recipe (Makefile cifar10-60min), the base of every variant
@@ -49,7 +56,10 @@ DEFAULT_VARIANTS = ["base", "gap:classifier=gap", "sincos:pos_embed=sincos2d",
 
 
 def _value(text):
-    """'0.1' → 0.1, '4' → 4, 'gap' → 'gap', '2,9' → (2, 9.0) (RandAugment N,M)."""
+    """'0.1' → 0.1, '4' → 4, 'gap' → 'gap', '2,9' → (2, 9.0) (RandAugment N,M),
+    '32/64/128' → (32, 64, 128) (a conv trunk's widths or depths)."""
+    if "/" in text:
+        return tuple(int(v) for v in text.split("/"))
     if "," in text:
         n, m = text.split(",")
         return (int(n), float(m))
@@ -61,10 +71,11 @@ def _value(text):
     return text
 
 
-def parse_variant(spec: str):
-    """'NAME:key=value,key=value' → (name, model overrides, settings overrides)."""
+def parse_variant(spec: str, base):
+    """'NAME:key=value,key=value' → (name, model overrides, settings overrides); model
+    fields are those of ``base``'s config class (a ViT, ResNet or hybrid)."""
     name, _, rest = spec.partition(":")
-    model_fields = {f.name for f in dataclasses.fields(ViTConfig)}
+    model_fields = {f.name for f in dataclasses.fields(base)}
     train_fields = {f.name for f in dataclasses.fields(TrainSettings)}
     model, settings = {}, {}
     for item in filter(None, _split_items(rest)):
@@ -76,8 +87,8 @@ def parse_variant(spec: str):
         elif key in train_fields:
             settings[key] = _value(val)
         else:
-            raise ConfigError(f"variant {name!r}: {key!r} is neither a ViTConfig field nor "
-                              f"a TrainSettings field")
+            raise ConfigError(f"variant {name!r}: {key!r} is neither a "
+                              f"{type(base).__name__} field nor a TrainSettings field")
     return name, model, settings
 
 
@@ -96,19 +107,24 @@ def _split_items(rest: str):
     return items
 
 
-def imported_row(name, run_dir: Path, base, budget, per_epoch, data, args) -> dict:
+def imported_row(name, run_dir: Path, base, budget, per_epoch, data, args,
+                 within=False) -> dict:
     """A table row for a finished run: its config and settings (read from its checkpoint)
     against the search's base, final accuracy, flip TTA (evaluated here), compute and wall
-    time. Raises ConfigError when the run is not a ViT of this preset's family or spent a
-    compute more than half a base epoch away from the budget."""
+    time. Raises ConfigError when the run is not of this preset's family or spent a
+    compute more than half a base epoch away from the budget (``within``: more than the
+    budget, or less than 80% of it)."""
     from minivit.checkpoint import load_checkpoint, load_model
     path = run_dir / "checkpoint.npz"
     ck = load_checkpoint(path)
     meta, config = ck["meta"], ck["config"]
-    if not isinstance(config, ViTConfig):
-        raise ConfigError(f"{path}: not a ViT run (model_kind {meta.get('model_kind')!r})")
+    if type(config) is not type(base):
+        raise ConfigError(f"{path}: not a {model_kind(base)} run "
+                          f"(model_kind {meta.get('model_kind', 'vit')!r})")
     last = meta["history"][-1]
-    if abs(last["train_flops"] - budget) > 0.5 * per_epoch:
+    spent = last["train_flops"]
+    if (not 0.8 * budget <= spent <= budget) if within else \
+            abs(spent - budget) > 0.5 * per_epoch:
         raise ConfigError(f"{path}: spent {last['train_flops']:.3g} training FLOP, not the "
                           f"budget {budget:.3g}")
     model_kw = {k: v for k, v in dataclasses.asdict(config).items()
@@ -136,6 +152,10 @@ def main(argv=None):
     p.add_argument("--preset", default="cifar10-tiny")
     p.add_argument("--budget-epochs", type=float, default=7.0,
                    help="compute budget in epochs of the base model (28 = the 60-min recipe)")
+    p.add_argument("--budget-flops", type=float, default=None,
+                   help="compute budget in training FLOP instead (e.g. 1.6e14, issue 16's "
+                        "hybrid target); an imported run must then spend at most this, and "
+                        "at least 80%% of it")
     p.add_argument("--variant", action="append", default=None, metavar="NAME:k=v,k=v",
                    help=f"repeatable; default: {' '.join(DEFAULT_VARIANTS)}")
     p.add_argument("--batch-size", type=int, default=BASE_SETTINGS["batch_size"])
@@ -152,18 +172,26 @@ def main(argv=None):
     add_data_flags(p)
     args = p.parse_args(argv)
 
-    base = ViTConfig.preset(args.preset)
+    base = config_from_preset(args.preset)
     data = load_data(args, base)
     n_train = len(data["x_train"])
-    budget = args.budget_epochs * epoch_flops(base, n_train, args.batch_size)
+    budget = args.budget_flops or args.budget_epochs * epoch_flops(base, n_train,
+                                                                   args.batch_size)
     tag = "_" + args.tag if args.tag else ""
     runs = Path(args.runs) / f"knob_ablation{tag}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"knob_ablation{tag}.json"
     rows = []
-    names = [parse_variant(v)[0] for v in args.variant or DEFAULT_VARIANTS] + \
-        [spec.partition("=")[0] for spec in args.import_run]
+    specs = args.variant if args.variant is not None else ([] if args.import_run
+                                                           else DEFAULT_VARIANTS)
+    try:                  # every variant is checked before the first one trains
+        variants = [parse_variant(spec, base) for spec in specs]
+        for _, model_kw, _ in variants:
+            base.replace(**model_kw)                  # e.g. widths of the wrong length
+    except ConfigError as e:
+        p.error(str(e))
+    names = [v[0] for v in variants] + [spec.partition("=")[0] for spec in args.import_run]
     if args.add and path.is_file():
         old = json.loads(path.read_text())
         same = (old.get("preset"), old.get("budget_flops"), old.get("n_train"), old.get("data"))
@@ -188,16 +216,15 @@ def main(argv=None):
             p.error(f"--import-run: expected NAME=RUN_DIR, got {spec!r}")
         try:
             rows.append(imported_row(name, Path(run_dir), base, budget,
-                                     epoch_flops(base, n_train, args.batch_size), data, args))
+                                     epoch_flops(base, n_train, args.batch_size), data, args,
+                                     within=args.budget_flops is not None))
         except (MinivitError, OSError) as e:          # a bad run folder or checkpoint
             p.error(f"--import-run {spec}: {e}")
         write()
         print(f"{name} (imported from {run_dir}): {100 * rows[-1]['test_acc']:.2f}%", flush=True)
 
-    for spec in args.variant if args.variant is not None else ([] if args.import_run
-                                                                else DEFAULT_VARIANTS):
-        name, model_kw, settings_kw = parse_variant(spec)
-        config = ViTConfig.preset(args.preset, **model_kw)
+    for name, model_kw, settings_kw in variants:
+        config = base.replace(**model_kw)
         s = dict(BASE_SETTINGS, batch_size=args.batch_size, backend=args.backend,
                  seed=args.seed)
         s.update(settings_kw)

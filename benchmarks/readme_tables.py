@@ -6,7 +6,8 @@ Reads ``benchmarks/results/train_step.json`` (``train_step.py``),
 the current backend) and ``PREVIOUS_PROFILE`` (an earlier ``profile_step.json``, kept so
 the table shows what each later change bought) and rewrites the text between the markers
 ``<!-- perf-tables:begin -->`` and ``<!-- perf-tables:end -->`` in README.md; and from
-``knob_ablation_3ep.json`` (``knob_ablation.py --tag 3ep``) and ``vit_vs_resnet.json``
+``knob_ablation_3ep.json`` (``knob_ablation.py --tag 3ep``; also ``_14ep`` and
+``_hybrid_1.6e14``) and ``vit_vs_resnet.json``
 (``vit_vs_resnet.py``) the tables between ``<!-- ablation-table:begin -->`` / ``end`` and
 ``<!-- vit-vs-resnet-table:begin -->`` / ``end``.
 
@@ -169,15 +170,19 @@ def ablation_table(d):
     if not d:
         return "*No ablation results: run `python benchmarks/knob_ablation.py`, then this script.*\n"
     a = d["args"]
-    lines = [f"{d['preset']}, budget {d['budget_flops']:.3g} training FLOP (= {a['budget_epochs']:g} "
-             f"epochs of the base), seed {a['seed']}, batch {a['batch_size']}, "
+    of_base = (" (at most)" if a.get("budget_flops")       # --budget-flops: imports must fit
+               else f" (= {a['budget_epochs']:g} epochs of the base)")
+    lines = [f"{d['preset']}, budget {d['budget_flops']:.3g} training FLOP{of_base}, "
+             f"seed {a['seed']}, batch {a['batch_size']}, "
              f"{a['backend']} backend; base settings: "
              + ", ".join(f"{k}={v}" for k, v in d["base_settings"].items()) + ".",
              "",
              "| variant | change | epochs | train FLOP | test acc | EMA (0.999) | flip TTA | wall min |",
              "|---|---|---|---|---|---|---|---|"]
     for r in d["runs"]:
-        change = ", ".join(f"{k}={v}" for k, v in {**r["model"], **r["settings"]}.items()
+        # a trunk's widths as --variant spells them (32/64/128)
+        change = ", ".join(f"{k}=" + ("/".join(map(str, v)) if isinstance(v, list) else str(v))
+                           for k, v in {**r["model"], **r["settings"]}.items()
                            if k != "ema_decay") or "–"
         ema = f"{100 * r['ema_test_acc']:.2f}%" if r.get("ema_test_acc") is not None else "–"
         name = r["name"] + (f" (imported: `{r['imported_from']}`)" if r.get("imported_from")
@@ -246,6 +251,9 @@ def render_sections():
                                        ablation_table(_load("knob_ablation_3ep.json", key="runs"))),
             "ablation-table-14ep": _section(
                 "ablation-table-14ep", ablation_table(_load("knob_ablation_14ep.json", key="runs"))),
+            "ablation-table-hybrid": _section(
+                "ablation-table-hybrid",
+                ablation_table(_load("knob_ablation_hybrid_1.6e14.json", key="runs"))),
             "conv-speed-table": _section("conv-speed-table",
                                          conv_speed_table(_load("conv_speed.json", key="layers"))),
             "vit-vs-resnet-table": _section("vit-vs-resnet-table",

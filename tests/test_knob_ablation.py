@@ -51,3 +51,42 @@ def test_search_import_and_add(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert words in err
     assert {r["name"] for r in json.loads(path.read_text())["runs"]} == {"a", "ls0", "base"}
+
+
+def test_hybrid_search_within_a_flop_budget(tmp_path, capsys):
+    """--preset hybrid-tiny: trunk fields (widths written 32/64/128) are model fields, the
+    budget is FLOP (--budget-flops), an imported run must spend at most it (and 80% of it
+    at least), and a run of another family is refused."""
+    from minivit.models import config_from_preset, epoch_flops
+    small = dict(stem_width=8, widths=(8, 16, 32), depth=1, dim=32, heads=2, mlp_dim=64)
+    per_epoch = epoch_flops(config_from_preset("hybrid-tiny", **small), 32, 16)
+    common = ["--synthetic", "--limit", "32", "--batch-size", "16", "--backend", "numpy",
+              "--preset", "hybrid-tiny", "--tag", "h", "--out", str(tmp_path),
+              "--runs", str(tmp_path / "runs")]
+    spec = "s:stem_width=8,widths=8/16/32,depth=1,dim=32,heads=2,mlp_dim=64,epochs=2,lr=2e-3"
+    assert K.main(common + ["--budget-flops", str(2 * per_epoch), "--variant", spec]) == 0
+    path = tmp_path / "knob_ablation_h.json"
+    (row,) = json.loads(path.read_text())["runs"]
+    assert row["model"] == dict(small, widths=[8, 16, 32])
+    assert row["settings"] == {"epochs": 2, "lr": 2e-3}
+    assert row["train_flops"] == 2 * per_epoch
+    assert "| s | stem_width=8, widths=(8, 16, 32)" in capsys.readouterr().out
+
+    run = tmp_path / "runs" / "knob_ablation_h" / "s"
+    assert K.main(common + ["--budget-flops", str(2 * per_epoch), "--import-run",
+                            f"again={run}", "--add"]) == 0
+    again = {r["name"]: r for r in json.loads(path.read_text())["runs"]}["again"]
+    assert again["model"] == row["model"] and again["test_acc"] == row["test_acc"]
+
+    vit_run = tmp_path / "runs" / "knob_ablation_t" / "a"
+    assert K.main(_common(tmp_path) + ["--variant", "a"]) == 0
+    for budget, imp, words in ((1.9 * per_epoch, run, "budget"),     # spent more than it
+                               (3 * per_epoch, run, "budget"),       # under 80% of it
+                               (2 * per_epoch, vit_run, "not a hybrid run")):
+        with pytest.raises(SystemExit) as e:
+            K.main(common + ["--budget-flops", str(budget), "--import-run", f"b={imp}"])
+        assert e.value.code == 2
+        assert words in capsys.readouterr().err.strip().splitlines()[-1]
+    with pytest.raises(SystemExit):
+        K.main(common + ["--variant", "x:patch_size=2"])     # a ViT field on a hybrid
+    assert "HybridConfig" in capsys.readouterr().err
