@@ -3,7 +3,7 @@ cifar10-tiny is ``default``, hybrid-wide is ``hybrid``, resnet-20 is ``resnet``:
 minivit.hub.ALIASES).
 
     python benchmarks/bundle_model.py runs/cifar10-60min --command "minivit train ..."
-    python benchmarks/bundle_model.py runs/knob_ablation_hybrid_1.6e14/w32_d2_pad2_lr4e-3 \
+    python benchmarks/bundle_model.py runs/knob_ablation_hybrid_1.6e14/s16_d2_pad2_lr4e-3_8ep \
         --name hybrid-wide --command "python benchmarks/knob_ablation.py ..."
 
 Writes the parameters only (no optimizer state, so it stays small), with the class names,

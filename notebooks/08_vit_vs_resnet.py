@@ -181,8 +181,8 @@ best = max(search["runs"], key=lambda r: r["test_acc"])
 print(f"best: {best['name']} at {100 * best['test_acc']:.2f}%; issue 16 asks for 85%")
 
 # %% [markdown]
-# The best run ships as the `hybrid` model: `minivit predict hybrid photo.jpg`. Its trunk
-# is twice as wide as hybrid-tiny's and its encoder half as deep, so the conv layers do
+# The best run ships as the `hybrid` model: `minivit predict hybrid photo.jpg`. Its stages
+# are twice as wide as hybrid-tiny's and its encoder half as deep, so the conv layers do
 # most of the work, which is what pays on 50,000 images.
 
 # %% [markdown]
