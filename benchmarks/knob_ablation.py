@@ -8,9 +8,8 @@ depth, …; HybridConfig / ResNetConfig also stem_width, widths, depths, a tuple
 rand_augment, crop_padding, …) changed. The budget is training compute, ``train_flops``
 (matmul, conv and attention FLOPs, forward + backward = 3 × forward): each variant gets
 the number of epochs that spends closest to ``--budget-epochs`` epochs of the *base*
-model, or to ``--budget-flops`` FLOP, so a cheaper model (GAP: one token fewer; smaller D)
-may get more epochs; ``epochs=K`` in a variant fixes it (e.g. the most whole epochs
-*within* the budget). Every run's metrics.jsonl goes to runs/knob_ablation[_TAG]/
+model, or the most whole epochs *within* ``--budget-flops`` FLOP, so a cheaper model
+(GAP: one token fewer; smaller D) may get more epochs; ``epochs=K`` in a variant fixes it. Every run's metrics.jsonl goes to runs/knob_ablation[_TAG]/
 NAME/ (ignored by git); the table (final test accuracy, the EMA's, flip-TTA's, compute
 spent, wall time) is printed in markdown and written to
 benchmarks/results/knob_ablation[_TAG].json. Runs that do not help stay in the table.
@@ -22,7 +21,7 @@ benchmarks/results/knob_ablation[_TAG].json. Runs that do not help stay in the t
         --tag 14ep --import-run base=runs/cifar10-30min --add   # a finished run joins
     python benchmarks/knob_ablation.py --preset hybrid-tiny --budget-flops 1.6e14 \\
         --tag hybrid_1.6e14 --data-dir ../shared/data \\
-        --variant w32:stem_width=32,widths=32/64/128,depth=2,epochs=7,lr=2e-3,warmup_epochs=1
+        --variant wide:stem_width=16,widths=32/64/128,depth=2,lr=4e-3,warmup_epochs=1,crop_padding=2
     python benchmarks/knob_ablation.py --synthetic --limit 64 --budget-epochs 1 \\
         --batch-size 16 --backend numpy --tag smoke       # a smoke test (seconds)
 
@@ -125,7 +124,7 @@ def imported_row(name, run_dir: Path, base, budget, per_epoch, data, args,
     spent = last["train_flops"]
     if (not 0.8 * budget <= spent <= budget) if within else \
             abs(spent - budget) > 0.5 * per_epoch:
-        raise ConfigError(f"{path}: spent {last['train_flops']:.3g} training FLOP, not the "
+        raise ConfigError(f"{path}: spent {spent:.3g} training FLOP, not the "
                           f"budget {budget:.3g}")
     model_kw = {k: v for k, v in dataclasses.asdict(config).items()
                 if getattr(base, k) != v}
@@ -171,12 +170,15 @@ def main(argv=None):
                         "except those of the variants given here")
     add_data_flags(p)
     args = p.parse_args(argv)
+    if args.budget_flops is not None and args.budget_flops <= 0:
+        p.error(f"--budget-flops must be positive, got {args.budget_flops:g}")
 
     base = config_from_preset(args.preset)
     data = load_data(args, base)
     n_train = len(data["x_train"])
-    budget = args.budget_flops or args.budget_epochs * epoch_flops(base, n_train,
-                                                                   args.batch_size)
+    within = args.budget_flops is not None      # a FLOP budget is a ceiling
+    budget = args.budget_flops if within else \
+        args.budget_epochs * epoch_flops(base, n_train, args.batch_size)
     tag = "_" + args.tag if args.tag else ""
     runs = Path(args.runs) / f"knob_ablation{tag}"
     out = Path(args.out)
@@ -217,7 +219,7 @@ def main(argv=None):
         try:
             rows.append(imported_row(name, Path(run_dir), base, budget,
                                      epoch_flops(base, n_train, args.batch_size), data, args,
-                                     within=args.budget_flops is not None))
+                                     within=within))
         except (MinivitError, OSError) as e:          # a bad run folder or checkpoint
             p.error(f"--import-run {spec}: {e}")
         write()
@@ -228,7 +230,8 @@ def main(argv=None):
         s = dict(BASE_SETTINGS, batch_size=args.batch_size, backend=args.backend,
                  seed=args.seed)
         s.update(settings_kw)
-        s.setdefault("epochs", epochs_for_budget(budget, config, n_train, s["batch_size"]))
+        s.setdefault("epochs", epochs_for_budget(budget, config, n_train, s["batch_size"],
+                                                 within=within))
         if s["epochs"] < 4 and "warmup_epochs" not in s:
             s["warmup_epochs"] = s["epochs"] / 2
         t0 = time.perf_counter()

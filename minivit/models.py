@@ -9,6 +9,8 @@ by a saved config without knowing each class.
 """
 from __future__ import annotations
 
+import math
+
 from .config import PRESETS, ViTConfig
 from .errors import ConfigError
 from .hybrid import HybridViT
@@ -86,7 +88,10 @@ def epoch_flops(config, n_train: int, batch_size: int) -> int:
     return (n_train // batch_size) * batch_size * config.train_flops_per_image()
 
 
-def epochs_for_budget(budget: float, config, n_train: int, batch_size: int) -> int:
+def epochs_for_budget(budget: float, config, n_train: int, batch_size: int,
+                      within: bool = False) -> int:
     """Whole epochs whose training compute is closest to ``budget`` FLOP (at least 1): how
-    equal-compute comparisons give each model its own schedule."""
-    return max(1, round(budget / epoch_flops(config, n_train, batch_size)))
+    equal-compute comparisons give each model its own schedule. ``within``: the most whole
+    epochs that do not spend more than ``budget`` (a target stated as "within X FLOP")."""
+    epochs = budget / epoch_flops(config, n_train, batch_size)
+    return max(1, math.floor(epochs + 1e-9) if within else round(epochs))

@@ -63,17 +63,18 @@ def test_hybrid_search_within_a_flop_budget(tmp_path, capsys):
     common = ["--synthetic", "--limit", "32", "--batch-size", "16", "--backend", "numpy",
               "--preset", "hybrid-tiny", "--tag", "h", "--out", str(tmp_path),
               "--runs", str(tmp_path / "runs")]
-    spec = "s:stem_width=8,widths=8/16/32,depth=1,dim=32,heads=2,mlp_dim=64,epochs=2,lr=2e-3"
-    assert K.main(common + ["--budget-flops", str(2 * per_epoch), "--variant", spec]) == 0
+    # no epochs= given: the most whole epochs within 2.5 epochs' FLOP, 2 (closest would be 3)
+    spec = "s:stem_width=8,widths=8/16/32,depth=1,dim=32,heads=2,mlp_dim=64,lr=2e-3"
+    assert K.main(common + ["--budget-flops", str(2.5 * per_epoch), "--variant", spec]) == 0
     path = tmp_path / "knob_ablation_h.json"
     (row,) = json.loads(path.read_text())["runs"]
     assert row["model"] == dict(small, widths=[8, 16, 32])
-    assert row["settings"] == {"epochs": 2, "lr": 2e-3}
+    assert row["settings"] == {"lr": 2e-3} and row["epochs"] == 2
     assert row["train_flops"] == 2 * per_epoch
     assert "| s | stem_width=8, widths=(8, 16, 32)" in capsys.readouterr().out
 
     run = tmp_path / "runs" / "knob_ablation_h" / "s"
-    assert K.main(common + ["--budget-flops", str(2 * per_epoch), "--import-run",
+    assert K.main(common + ["--budget-flops", str(2.5 * per_epoch), "--import-run",
                             f"again={run}", "--add"]) == 0
     again = {r["name"]: r for r in json.loads(path.read_text())["runs"]}["again"]
     assert again["model"] == row["model"] and again["test_acc"] == row["test_acc"]
@@ -87,6 +88,9 @@ def test_hybrid_search_within_a_flop_budget(tmp_path, capsys):
             K.main(common + ["--budget-flops", str(budget), "--import-run", f"b={imp}"])
         assert e.value.code == 2
         assert words in capsys.readouterr().err.strip().splitlines()[-1]
-    with pytest.raises(SystemExit):
-        K.main(common + ["--variant", "x:patch_size=2"])     # a ViT field on a hybrid
-    assert "HybridConfig" in capsys.readouterr().err
+    for argv, words in ((["--variant", "x:patch_size=2"], "HybridConfig"),   # a ViT field
+                        (["--variant", "x:widths=8/16"], "widths"),        # 2 widths, 3 depths
+                        (["--budget-flops", "0"], "--budget-flops must be positive")):
+        with pytest.raises(SystemExit):
+            K.main(common + argv)
+        assert words in capsys.readouterr().err.strip().splitlines()[-1]

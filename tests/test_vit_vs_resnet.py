@@ -22,6 +22,9 @@ def test_epochs_for_budget_is_the_closest_whole_number(name):
         e = epochs_for_budget(budget, config, 50000, 64)
         assert abs(e * per_epoch - budget) <= 0.5 * per_epoch
     assert epochs_for_budget(1.0, config, 50000, 64) == 1          # never zero epochs
+    assert epochs_for_budget(2.6 * per_epoch, config, 50000, 64) == 3      # closest
+    assert epochs_for_budget(2.6 * per_epoch, config, 50000, 64, within=True) == 2
+    assert epochs_for_budget(3 * per_epoch, config, 50000, 64, within=True) == 3   # exactly fits
 
 
 def test_label_names_budgets_in_units_of_1e14():
