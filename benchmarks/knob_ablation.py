@@ -106,6 +106,14 @@ def _split_items(rest: str):
     return items
 
 
+def tta_scores(model, data) -> dict:
+    """Test accuracy of ``model`` with flip and with flip-shift test-time augmentation
+    (:mod:`minivit.tta`): the two row fields tta_flip_acc and tta_flip_shift_acc."""
+    return {f"tta_{mode.replace('-', '_')}_acc":
+            evaluate(model, data["x_test"], data["y_test"], tta=mode)["acc"]
+            for mode in ("flip", "flip-shift")}
+
+
 def imported_row(name, run_dir: Path, base, budget, per_epoch, data, args,
                  within=False) -> dict:
     """A table row for a finished run: its config and settings (read from its checkpoint)
@@ -137,11 +145,10 @@ def imported_row(name, run_dir: Path, base, budget, per_epoch, data, args,
     settings_kw = {k: v for k, v in meta["settings"].items()
                    if k not in ignore and k in defaults and defaults[k] != v}
     model, _ = load_model(path, backend=args.backend)
-    tta = evaluate(model, data["x_test"], data["y_test"], tta="flip")["acc"]
     return {"name": name, "model": model_kw, "settings": settings_kw,
             "epochs": meta["settings"]["epochs"], "train_flops": last["train_flops"],
             "test_acc": last["test_acc"], "ema_test_acc": last.get("ema_test_acc"),
-            "tta_flip_acc": tta, "wall_s": last["elapsed_s"],
+            **tta_scores(model, data), "wall_s": last["elapsed_s"],
             "images_per_s": last["images_per_s"], "history": meta["history"],
             "imported_from": str(run_dir)}
 
@@ -168,6 +175,9 @@ def main(argv=None):
     p.add_argument("--add", action="store_true",
                    help="keep the rows already in the JSON (same preset, budget and data) "
                         "except those of the variants given here")
+    p.add_argument("--rescore", action="store_true",
+                   help="with --add: evaluate the TTA scores a kept row lacks (rows written "
+                        "before flip-shift TTA existed) from its run's checkpoint")
     add_data_flags(p)
     args = p.parse_args(argv)
     if args.budget_flops is not None and args.budget_flops <= 0:
@@ -201,6 +211,17 @@ def main(argv=None):
             p.error(f"--add: {path} holds another search (preset, budget, data: {same}); "
                     "run without --add to start it anew")
         rows = [r for r in old["runs"] if r["name"] not in names]
+    if args.rescore:
+        from minivit.checkpoint import load_model
+        for row in rows:
+            if "tta_flip_shift_acc" in row:
+                continue
+            ck = Path(row.get("imported_from") or runs / row["name"]) / "checkpoint.npz"
+            if not ck.is_file():
+                p.error(f"--rescore: row {row['name']!r} has no checkpoint at {ck}")
+            row.update(tta_scores(load_model(ck, backend=args.backend)[0], data))
+            print(f"{row['name']}: flip TTA {100 * row['tta_flip_acc']:.2f}%, flip-shift "
+                  f"{100 * row['tta_flip_shift_acc']:.2f}%", flush=True)
 
     def write():
         # after every run, so an interrupted search keeps the runs it finished
@@ -238,16 +259,15 @@ def main(argv=None):
         r = train(config, data=data, out_dir=runs / name, progress=False, overwrite=True,
                   eval_every=max(1, s["epochs"] // 4), **s)
         wall = time.perf_counter() - t0
-        tta = evaluate(r["model"], data["x_test"], data["y_test"], tta="flip")["acc"]
         last = r["history"][-1]
         row = {"name": name, "model": model_kw, "settings": settings_kw, "epochs": s["epochs"],
                "train_flops": last["train_flops"], "test_acc": r["test_acc"],
-               "ema_test_acc": last.get("ema_test_acc"), "tta_flip_acc": tta,
+               "ema_test_acc": last.get("ema_test_acc"), **tta_scores(r["model"], data),
                "wall_s": wall, "images_per_s": last["images_per_s"],
                "history": r["history"]}
         rows.append(row)
         write()
-        print(f"{name}: {100 * r['test_acc']:.2f}% (flip TTA {100 * tta:.2f}%"
+        print(f"{name}: {100 * r['test_acc']:.2f}% (flip TTA {100 * row['tta_flip_acc']:.2f}%"
               + (f", EMA {100 * row['ema_test_acc']:.2f}%" if row["ema_test_acc"] is not None
                  else "") + f") in {s['epochs']} epochs, {row['train_flops']:.3g} FLOP, "
               f"{wall / 60:.1f} min", flush=True)

@@ -177,19 +177,22 @@ def ablation_table(d):
              f"{a['backend']} backend; base settings: "
              + ", ".join(f"{k}={v}" for k, v in d["base_settings"].items()) + ".",
              "",
-             "| variant | change | epochs | train FLOP | test acc | EMA (0.999) | flip TTA | wall min |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| variant | change | epochs | train FLOP | test acc | EMA (0.999) | flip TTA "
+             "| flip-shift TTA | wall min |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in d["runs"]:
         # a trunk's widths as --variant spells them (32/64/128)
         change = ", ".join(f"{k}=" + ("/".join(map(str, v)) if isinstance(v, list) else str(v))
                            for k, v in {**r["model"], **r["settings"]}.items()
                            if k != "ema_decay") or "–"
         ema = f"{100 * r['ema_test_acc']:.2f}%" if r.get("ema_test_acc") is not None else "–"
+        shift = (f"{100 * r['tta_flip_shift_acc']:.2f}%" if r.get("tta_flip_shift_acc")
+                 is not None else "–")
         name = r["name"] + (f" (imported: `{r['imported_from']}`)" if r.get("imported_from")
                             else "")
         lines.append(f"| {name} | {change} | {r['epochs']} | {r['train_flops']:.3g} "
                      f"| {100 * r['test_acc']:.2f}% | {ema} | {100 * r['tta_flip_acc']:.2f}% "
-                     f"| {r['wall_s'] / 60:.1f} |")
+                     f"| {shift} | {r['wall_s'] / 60:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,14 +9,15 @@ import numpy as np
 
 from .errors import ConfigError, DataError
 from .ops.losses import cross_entropy_forward
+from .tta import TTA_MODES, predict_logits_tta
 
 
 def evaluate(model, x_uint8, y, batch_size=500, mean=None, std=None, smoothing=0.0,
              progress=False, tta="none"):
     """Evaluate ``model`` on uint8 images.
 
-    tta: "none", or "flip" to average the logits of each image and its horizontal
-    mirror (:func:`minivit.tta.predict_logits_tta`).
+    tta: "none"; "flip" to average the logits of each image and its horizontal mirror;
+    "flip-shift" to add both moved one pixel each way (:func:`minivit.tta.predict_logits_tta`).
 
     x_uint8: (n, H, W, C) uint8; y: (n,) ints. Returns dict with loss (mean
     cross-entropy, with ``smoothing``), acc, per_class_acc (C,), confusion (C, C) int64
@@ -51,7 +52,6 @@ def evaluate(model, x_uint8, y, batch_size=500, mean=None, std=None, smoothing=0
     for s in range(0, len(y), batch_size):
         xb = normalize(x_uint8[s:s + batch_size], mean, std)
         if tta != "none":
-            from .tta import predict_logits_tta
             logits = predict_logits_tta(model, xb, tta)
         else:
             logits = model.be.to_host(model.forward(xb))
@@ -85,9 +85,10 @@ def configure_parser(p):
     add_backend_flag(p, default="numba")
     p.add_argument("--batch-size", type=int, default=500, help="default 500")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images")
-    p.add_argument("--tta", choices=["none", "flip"], default="none",
+    p.add_argument("--tta", choices=list(TTA_MODES), default="none",
                    help="test-time augmentation: flip averages the logits of each image "
-                        "and its horizontal mirror (default: none)")
+                        "and its horizontal mirror; flip-shift adds both moved one pixel "
+                        "each way (6 forward passes; default: none)")
     p.add_argument("--ema", action="store_true",
                    help="evaluate the checkpoint's moving average of the weights (a run "
                         "trained with --ema-decay; default: off)")

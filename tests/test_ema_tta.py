@@ -15,7 +15,7 @@ from minivit.ema import EMA
 from minivit.errors import CheckpointError, ConfigError, TrainingInterrupted
 from minivit.evaluate import evaluate
 from minivit.train import TrainSettings, train
-from minivit.tta import hflip, predict_logits_tta
+from minivit.tta import hflip, predict_logits_tta, shift
 
 from conftest import perturbed_model, tiny_config
 
@@ -215,6 +215,39 @@ def test_flip_tta_is_mean_of_image_and_mirror_logits():
     assert not np.allclose(predict_logits_tta(m, x, "flip"), m.forward(x))
     with pytest.raises(ConfigError, match="tta must be one of"):
         predict_logits_tta(m, x, "rotate")
+
+
+def test_shift_moves_content_and_reflects_the_border():
+    x = np.random.default_rng(1).standard_normal((2, 5, 6, 3))
+    down_right = shift(x, 1, 1)
+    assert down_right.shape == x.shape and down_right.flags.c_contiguous
+    np.testing.assert_array_equal(down_right[:, 1:, 1:], x[:, :-1, :-1])
+    np.testing.assert_array_equal(down_right[:, 0, 1:], x[:, 1, :-1])    # reflected row
+    np.testing.assert_array_equal(down_right[:, 1:, 0], x[:, :-1, 1])    # reflected column
+    up_left = shift(x, -1, -1)
+    np.testing.assert_array_equal(up_left[:, :-1, :-1], x[:, 1:, 1:])
+    np.testing.assert_array_equal(up_left[:, -1, :-1], x[:, -2, 1:])
+    np.testing.assert_array_equal(shift(x, 0, 0), x)
+
+
+def test_flip_shift_tta_weights_six_copies():
+    """Half the weight on the image and its mirror, 1/8 on each of their four shifts."""
+    m = perturbed_model(tiny_config(classifier="gap"), seed=3)
+    x = np.random.default_rng(2).standard_normal((3, 8, 8, 3))
+    mirror = hflip(x)
+    copies = [shift(v, d, d) for v in (x, mirror) for d in (1, -1)]
+    want = (0.25 * (m.forward(x) + m.forward(mirror))
+            + 0.125 * sum(m.forward(c) for c in copies))
+    got = predict_logits_tta(m, x, "flip-shift")
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert not np.allclose(got, predict_logits_tta(m, x, "flip"))
+    # evaluate() batches the images; each batch goes through the same six copies
+    m = perturbed_model(tiny_config(num_classes=4), seed=0)
+    from minivit.data.augment import normalize
+    xn = normalize(DATA["x_test"])
+    r = evaluate(m, DATA["x_test"], DATA["y_test"], batch_size=7, tta="flip-shift")
+    np.testing.assert_array_equal(r["predictions"],
+                                  predict_logits_tta(m, xn, "flip-shift").argmax(axis=1))
 
 
 def test_evaluate_with_flip_tta():

@@ -52,6 +52,17 @@ def test_search_import_and_add(tmp_path, capsys):
         assert words in err
     assert {r["name"] for r in json.loads(path.read_text())["runs"]} == {"a", "ls0", "base"}
 
+    # --rescore: a row written before flip-shift TTA existed gets it from its checkpoint
+    d = json.loads(path.read_text())
+    shift_a = d["runs"][0]["tta_flip_shift_acc"]
+    assert 0 <= shift_a <= 1 and "tta_flip_shift_acc" in d["runs"][1]
+    del d["runs"][0]["tta_flip_shift_acc"]
+    path.write_text(json.dumps(d))
+    assert K.main(_common(tmp_path) + ["--variant", "ls0:label_smoothing=0", "--add",
+                                       "--rescore"]) == 0
+    rows = {r["name"]: r for r in json.loads(path.read_text())["runs"]}
+    assert rows["a"]["tta_flip_shift_acc"] == pytest.approx(shift_a)
+
 
 def test_hybrid_search_within_a_flop_budget(tmp_path, capsys):
     """--preset hybrid-tiny: trunk fields (widths written 32/64/128) are model fields, the

@@ -43,8 +43,10 @@ def test_search_tables_render_every_run_and_the_budgets_not_run():
           "runs": [{"name": "gap", "model": {"classifier": "gap"}, "settings": {"ema_decay": 0.999},
                     "epochs": 3, "train_flops": 3.4e13, "test_acc": 0.5012,
                     "ema_test_acc": 0.4987, "tta_flip_acc": 0.5123, "wall_s": 600.0}]}
-    assert "| gap | classifier=gap | 3 | 3.4e+13 | 50.12% | 49.87% | 51.23% | 10.0 |" in \
+    assert "| gap | classifier=gap | 3 | 3.4e+13 | 50.12% | 49.87% | 51.23% | – | 10.0 |" in \
         mod.ablation_table(ab)
+    ab["runs"][0]["tta_flip_shift_acc"] = 0.5208          # a row with flip-shift TTA
+    assert "| 51.23% | 52.08% | 10.0 |" in mod.ablation_table(ab)
     vr = {"date": "2026-11-30", "recipe": {"lr": 0.001}, "models": ["cifar10-tiny", "resnet-20"],
           "budgets": [0.5e14, 1e14],
           "runs": [{"model": "resnet-20", "budget": 0.5e14, "test_acc": 0.7, "epochs": 4,
