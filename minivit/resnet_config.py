@@ -270,8 +270,8 @@ HYBRID_PRESETS: dict[str, dict] = {
                         depth=4, heads=4, mlp_dim=256),
     # Issue 16's search at 1.6e14 training FLOP (benchmarks/knob_ablation.py --tag
     # hybrid_1.6e14): stages twice as wide (8×8×128 map; ~70% of the FLOPs) and a 2-block
-    # encoder learn faster per FLOP than hybrid-tiny. Recipe: 8 epochs, lr 4e-3, 1 warm-up
-    # epoch, pad-2 crops; shipped as `minivit predict hybrid`.
+    # encoder learn faster per FLOP than hybrid-tiny. Recipe: 8 epochs, batch 32, lr 3e-3,
+    # 1 warm-up epoch, pad-2 crops; shipped as `minivit predict hybrid`.
     "hybrid-wide": dict(stem_width=16, widths=(32, 64, 128), depths=(1, 1, 1), dim=128,
                         depth=2, heads=4, mlp_dim=256),
     # A wider trunk (8×8×128) and cifar10-small's encoder.

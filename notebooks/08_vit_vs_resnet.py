@@ -168,7 +168,9 @@ else:
 # the hybrid get when it is tuned by itself, within the same 1.6e14 FLOP? The search
 # (`benchmarks/knob_ablation.py --preset hybrid-tiny --budget-flops 1.6e14`) changed one
 # thing at a time: the trunk's width, the encoder's depth, the crop padding, the learning
-# rate. Every run is kept, including the ones that did not help.
+# rate, the batch size, the label smoothing. Every run is kept, including the ones that
+# did not help. The flip-shift figure averages six views of each test image (the image,
+# its mirror, and both moved one pixel each way: `minivit eval --tta flip-shift`).
 
 # %%
 search = json.loads((REPO / "benchmarks" / "results" /
