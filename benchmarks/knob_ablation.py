@@ -10,8 +10,9 @@ rand_augment, crop_padding, …) changed. The budget is training compute, ``trai
 the number of epochs that spends closest to ``--budget-epochs`` epochs of the *base*
 model, or the most whole epochs *within* ``--budget-flops`` FLOP, so a cheaper model
 (GAP: one token fewer; smaller D) may get more epochs; ``epochs=K`` in a variant fixes it. Every run's metrics.jsonl goes to runs/knob_ablation[_TAG]/
-NAME/ (ignored by git); the table (final test accuracy, the EMA's, flip-TTA's, compute
-spent, wall time) is printed in markdown and written to
+NAME/ (ignored by git); the table (final test accuracy, the EMA's, flip-TTA's and
+flip-shift-TTA's, compute spent, wall time; the README's, ``readme_tables.ablation_table``)
+is printed in markdown and written to
 benchmarks/results/knob_ablation[_TAG].json. Runs that do not help stay in the table.
 
     python benchmarks/knob_ablation.py --budget-epochs 7 --data-dir ../shared/data \\
@@ -47,6 +48,7 @@ from minivit.evaluate import evaluate               # noqa: E402
 from minivit.models import (config_from_preset, epoch_flops, epochs_for_budget,  # noqa: E402
                             model_kind)
 from minivit.train import TrainSettings, train      # noqa: E402
+from readme_tables import ablation_table            # noqa: E402
 
 # today's 60-minute recipe (Makefile cifar10-60min), the base of every variant
 BASE_SETTINGS = dict(batch_size=64, lr=1e-3)
@@ -117,8 +119,8 @@ def tta_scores(model, data) -> dict:
 def imported_row(name, run_dir: Path, base, budget, per_epoch, data, args,
                  within=False) -> dict:
     """A table row for a finished run: its config and settings (read from its checkpoint)
-    against the search's base, final accuracy, flip TTA (evaluated here), compute and wall
-    time. Raises ConfigError when the run is not of this preset's family or spent a
+    against the search's base, final accuracy, TTA scores (:func:`tta_scores`, evaluated
+    here), compute and wall time. Raises ConfigError when the run is not of this preset's family or spent a
     compute more than half a base epoch away from the budget (``within``: more than the
     budget, or less than 80% of it)."""
     from minivit.checkpoint import load_checkpoint, load_model
@@ -223,15 +225,17 @@ def main(argv=None):
             print(f"{row['name']}: flip TTA {100 * row['tta_flip_acc']:.2f}%, flip-shift "
                   f"{100 * row['tta_flip_shift_acc']:.2f}%", flush=True)
 
+    def document():
+        return {"benchmark": "knob_ablation", "preset": args.preset, "args": vars(args),
+                "budget_flops": budget, "base_settings": BASE_SETTINGS,
+                "data": "synthetic" if args.synthetic else "cifar10", "n_train": n_train,
+                "machine": {"platform": platform.platform(),
+                            "python": platform.python_version()},
+                "runs": rows}
+
     def write():
         # after every run, so an interrupted search keeps the runs it finished
-        write_json(path, {"benchmark": "knob_ablation", "preset": args.preset, "args": vars(args),
-                          "budget_flops": budget, "base_settings": BASE_SETTINGS,
-                          "data": "synthetic" if args.synthetic else "cifar10",
-                          "n_train": n_train,
-                          "machine": {"platform": platform.platform(),
-                                      "python": platform.python_version()},
-                          "runs": rows})
+        write_json(path, document())
 
     for spec in args.import_run:
         name, eq, run_dir = spec.partition("=")
@@ -272,14 +276,7 @@ def main(argv=None):
                  else "") + f") in {s['epochs']} epochs, {row['train_flops']:.3g} FLOP, "
               f"{wall / 60:.1f} min", flush=True)
     print()
-    print("| variant | change | epochs | train FLOP | test acc | EMA | flip TTA | wall min |")
-    print("|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        change = ", ".join(f"{k}={v}" for k, v in {**row["model"], **row["settings"]}.items())
-        ema = f"{100 * row['ema_test_acc']:.2f}%" if row["ema_test_acc"] is not None else "–"
-        print(f"| {row['name']} | {change or '–'} | {row['epochs']} | {row['train_flops']:.3g} "
-              f"| {100 * row['test_acc']:.2f}% | {ema} | {100 * row['tta_flip_acc']:.2f}% "
-              f"| {row['wall_s'] / 60:.1f} |")
+    print(ablation_table(document()))
     print(f"→ {path}")
     return 0
 

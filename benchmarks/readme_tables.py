@@ -182,9 +182,10 @@ def ablation_table(d):
              "|---|---|---|---|---|---|---|---|---|"]
     for r in d["runs"]:
         # a trunk's widths as --variant spells them (32/64/128)
-        change = ", ".join(f"{k}=" + ("/".join(map(str, v)) if isinstance(v, list) else str(v))
+        change = ", ".join(f"{k}=" + ("/".join(map(str, v)) if isinstance(v, (list, tuple))
+                                      else str(v))
                            for k, v in {**r["model"], **r["settings"]}.items()
-                           if k != "ema_decay") or "–"
+                           if (k, v) != ("ema_decay", 0.999)) or "–"   # the header's EMA
         ema = f"{100 * r['ema_test_acc']:.2f}%" if r.get("ema_test_acc") is not None else "–"
         shift = (f"{100 * r['tta_flip_shift_acc']:.2f}%" if r.get("tta_flip_shift_acc")
                  is not None else "–")

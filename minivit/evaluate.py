@@ -51,12 +51,8 @@ def evaluate(model, x_uint8, y, batch_size=500, mean=None, std=None, smoothing=0
                leave=False)
     for s in range(0, len(y), batch_size):
         xb = normalize(x_uint8[s:s + batch_size], mean, std)
-        if tta != "none":
-            logits = predict_logits_tta(model, xb, tta)
-        else:
-            logits = model.be.to_host(model.forward(xb))
-        loss, _ = cross_entropy_forward(np.asarray(logits, np.float64), y[s:s + batch_size],
-                                        smoothing)
+        logits = predict_logits_tta(model, xb, tta)        # tta "none": one forward
+        loss, _ = cross_entropy_forward(logits, y[s:s + batch_size], smoothing)
         total_loss += loss * len(xb)
         preds[s:s + batch_size] = np.argmax(logits, axis=1)
         bar.update(len(xb))

@@ -17,8 +17,6 @@ import numpy as np
 from .errors import ConfigError
 
 TTA_MODES = ("none", "flip", "flip-shift")
-# How many forward passes each mode costs (for reports).
-TTA_PASSES = {"none": 1, "flip": 2, "flip-shift": 6}
 
 
 def hflip(images):
@@ -30,7 +28,7 @@ def shift(images, dy: int, dx: int):
     """images: (B, H, W, C) → the same shape, content moved dy pixels down and dx right
     (negative: up / left); the uncovered border is the reflection of the image's edge.
     |dy|, |dx| must be smaller than H and W."""
-    B, H, W, C = images.shape
+    _, H, W, _ = images.shape
     p = max(abs(dy), abs(dx))
     padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
     return np.ascontiguousarray(padded[:, p - dy:p - dy + H, p - dx:p - dx + W, :])
