@@ -1,10 +1,10 @@
 """Ship a trained run as one of the package's models (minivit/weights/NAME.npz; NAME
-cifar10-tiny is ``default``, hybrid-wide is ``hybrid``, resnet-20 is ``resnet``: see
+cifar10-tiny is ``default``, hybrid-pool is ``hybrid``, resnet-20 is ``resnet``: see
 minivit.hub.ALIASES).
 
     python benchmarks/bundle_model.py runs/cifar10-60min --command "minivit train ..."
-    python benchmarks/bundle_model.py runs/knob_ablation_hybrid_1.6e14/s16_d2_pad2_lr4e-3_8ep \
-        --name hybrid-wide --command "python benchmarks/knob_ablation.py ..."
+    python benchmarks/bundle_model.py runs/knob_ablation_r9c/pool_a_s16_10ep \
+        --name hybrid-pool --command "python benchmarks/knob_ablation.py ..."
 
 Writes the parameters only (no optimizer state, so it stays small), with the class names,
 the run's final test accuracy and the command that trained it in meta.json.

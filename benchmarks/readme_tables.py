@@ -6,8 +6,8 @@ Reads ``benchmarks/results/train_step.json`` (``train_step.py``),
 the current backend) and ``PREVIOUS_PROFILE`` (an earlier ``profile_step.json``, kept so
 the table shows what each later change bought) and rewrites the text between the markers
 ``<!-- perf-tables:begin -->`` and ``<!-- perf-tables:end -->`` in README.md; and from
-``knob_ablation_3ep.json`` (``knob_ablation.py --tag 3ep``; also ``_14ep`` and
-``_hybrid_1.6e14``) and ``vit_vs_resnet.json``
+``knob_ablation_3ep.json`` (``knob_ablation.py --tag 3ep``; also ``_14ep``,
+``_hybrid_1.6e14`` and ``_resnet_1.6e14``) and ``vit_vs_resnet.json``
 (``vit_vs_resnet.py``) the tables between ``<!-- ablation-table:begin -->`` / ``end`` and
 ``<!-- vit-vs-resnet-table:begin -->`` / ``end``.
 
@@ -258,6 +258,9 @@ def render_sections():
             "ablation-table-hybrid": _section(
                 "ablation-table-hybrid",
                 ablation_table(_load("knob_ablation_hybrid_1.6e14.json", key="runs"))),
+            "ablation-table-cnn": _section(
+                "ablation-table-cnn",
+                ablation_table(_load("knob_ablation_resnet_1.6e14.json", key="runs"))),
             "conv-speed-table": _section("conv-speed-table",
                                          conv_speed_table(_load("conv_speed.json", key="layers"))),
             "vit-vs-resnet-table": _section("vit-vs-resnet-table",

@@ -21,8 +21,8 @@ from .optim import restore_arrays
 class EMA:
     """Moving average of ``model.params``.
 
-    model: a :class:`~minivit.model.ViT`; decay: β in (0, 1). The average starts at the
-    model's current weights.
+    model: a :class:`~minivit.model.ViT` (or a ResNet / hybrid ViT); decay: β in (0, 1).
+    The average starts at the model's current weights.
     """
 
     def __init__(self, model, decay: float):
@@ -51,10 +51,21 @@ class EMA:
     @contextlib.contextmanager
     def swapped(self):
         """Within the block the model computes with the averaged weights (e.g. to
-        evaluate them); the raw weights are back afterwards, untouched."""
-        raw = self.model.params
-        self.model.params = self.params
+        evaluate them); the raw weights are back afterwards, untouched. A conv model's
+        batch-norm running statistics are not averaged: the block uses the raw run's."""
+        m = self.model
+        raw = m.params
+        # A hybrid's encoder (model.vit) reads its own dict, which shares the arrays of
+        # model.params: it must be pointed at the averaged ones too, or the swap would
+        # evaluate averaged conv layers under the raw encoder.
+        sub = getattr(m, "vit", None)
+        raw_sub = sub.params if sub is not None else None
+        m.params = self.params
+        if sub is not None:
+            sub.params = {n: self.params[n] for n in raw_sub}
         try:
-            yield self.model
+            yield m
         finally:
-            self.model.params = raw
+            m.params = raw
+            if sub is not None:
+                sub.params = raw_sub

@@ -17,7 +17,7 @@ from .errors import CheckpointError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # names accepted in place of a path -> file in WEIGHTS_DIR
-ALIASES = {"default": "cifar10-tiny", "hybrid": "hybrid-wide", "resnet": "resnet-20"}
+ALIASES = {"default": "cifar10-tiny", "hybrid": "hybrid-pool", "resnet": "resnet-20"}
 RUN_CHECKPOINT = "checkpoint.npz"           # what minivit train/pretrain/finetune write
 MPP = "masked-patch-prediction"
 

@@ -7,8 +7,8 @@
     flattening the spatial dimensions of the feature map and projecting to the
     Transformer dimension."
 
-Here the CNN is the ResNet trunk of :mod:`minivit.resnet` (stem + residual stages, batch
-norm), and the Transformer is an unmodified :class:`~minivit.model.ViT` whose "image" is
+Here the CNN is the trunk of :mod:`minivit.resnet` (stem + residual stages, or conv →
+max-pool stages with ``trunk="pool"``; batch norm), and the Transformer is an unmodified :class:`~minivit.model.ViT` whose "image" is
 the feature map (feature_size × feature_size × feature_dim) and whose patch size is 1:
 Eq. 1–4 run exactly as for the plain ViT, same code, same backends.
 

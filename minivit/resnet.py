@@ -2,6 +2,8 @@
 
     stem       h = ReLU(BN(conv3×3(x)))                                   stem_forward
     block      y = ReLU(BN(conv3×3(ReLU(BN(conv3×3_s(h))))) + shortcut(h)) block_forward
+    or trunk="pool": y = ReLU(BN(maxpool2(conv3×3(h)))), then ReLU(BN(conv3×3(y))) × depths[s]
+                                                                          pool_unit_forward
     head       logits = GAP(h_L) W + b                                    head_forward
 
 :class:`ConvTrunk` (stem + stages of residual basic blocks) is shared with the hybrid ViT
@@ -66,7 +68,8 @@ def init_params(config: ResNetConfig, seed=0) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------- the trunk
 class ConvTrunk:
-    """Stem conv + stages of residual basic blocks over (B, H, W, C) feature maps.
+    """Stem conv + stages of residual basic blocks (or of conv → max-pool units,
+    ``trunk="pool"``) over (B, H, W, C) feature maps.
 
     Holds ``params`` (trainable, ``stem.*`` / ``layers.*``), ``buffers`` (BN running
     statistics) and ``grads``; ``cv`` is the conv op set, ``be`` the main backend.
@@ -186,16 +189,46 @@ class ConvTrunk:
                                                n + "shortcut.norm.")
         return dx + dy
 
+    def pool_unit_forward(self, n, x, pooled, train):
+        """Unit ``n`` of a pool trunk: x: (B, S, S, C_in) → ReLU(BN(maxpool2(conv3×3(x))))
+        (B, S/2, S/2, C_out) when pooled, else ReLU(BN(conv3×3(x))) (B, S, S, C_out).
+        Pooling before BN normalises the statistics of the values that go on."""
+        cv, p, c, uc = self.cv, self.params, self.config, {}
+        h, uc["conv"] = cv.conv2d_forward(x, p[n + "conv.weight"], None, 1, 1)
+        if pooled:
+            h, uc["pool"] = cv.maxpool2d_forward(h, 2)
+        h, uc["norm"] = cv.batchnorm_forward(h, p[n + "norm.weight"], p[n + "norm.bias"],
+                                             self.buffers[n + "norm.running_mean"],
+                                             self.buffers[n + "norm.running_var"],
+                                             train, c.bn_momentum, c.bn_eps)
+        y, uc["relu"] = cv.relu_forward(h)
+        self._cache[n] = uc
+        return y
+
+    def pool_unit_backward(self, n, dy, need_dx=True):
+        """dy: gradient w.r.t. unit ``n``'s output → gradient w.r.t. its input (or None)."""
+        cv, g, uc = self.cv, self.grads, self._cache[n]
+        dh = cv.relu_backward(dy, uc["relu"])
+        dh, g[n + "norm.weight"], g[n + "norm.bias"] = cv.batchnorm_backward(dh, uc["norm"])
+        if "pool" in uc:
+            dh = cv.maxpool2d_backward(dh, uc["pool"])
+        dx, g[n + "conv.weight"], _ = cv.conv2d_backward(dh, uc["conv"], need_dx)
+        return dx
+
     def trunk_forward(self, x, train):
         """x: (B, H, W, C) → feature map (B, feature_size, feature_size, feature_dim)."""
         h = self.stem_forward(x, train)
         for n, _, _, stride in self.config.blocks():
             h = self.block_forward(n, h, stride, train)
+        for n, _, _, pooled in self.config.pool_units():
+            h = self.pool_unit_forward(n, h, pooled, train)
         return h
 
     def trunk_backward(self, dh, need_dx=False):
         """dh: gradient w.r.t. the feature map → fills the trunk's grads; returns
         dx (B, H, W, C) when need_dx, else None."""
+        for n, _, _, _ in reversed(self.config.pool_units()):
+            dh = self.pool_unit_backward(n, dh)
         for n, _, _, _ in reversed(self.config.blocks()):
             dh = self.block_backward(n, dh)
         return self.stem_backward(dh, need_dx)

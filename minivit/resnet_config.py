@@ -6,13 +6,23 @@ Like :class:`~minivit.config.ViTConfig`: frozen dataclasses, validated on constr
 exact parameter counts from the shapes, forward FLOPs per image (2 per multiply-add,
 convolutions and matmuls only), JSON round trip and named presets.
 
-The trunk: a 3×3 stem conv (stride 1) → BN → ReLU, then stages of residual basic blocks;
-stage s has ``depths[s]`` blocks of width ``widths[s]``, its first block downsampling by 2
-(stride-2 conv, 1×1 stride-2 projection shortcut) for every stage but the first.
-A block (He et al. Fig. 2, projection shortcut "option B" where the shape changes):
+The trunk: a 3×3 stem conv (stride 1) → BN → ReLU, then stages of one of two kinds
+(field ``trunk``).
+
+``trunk="resnet"`` (He et al.): stage s has ``depths[s]`` residual basic blocks of width
+``widths[s]``, its first block downsampling by 2 (stride-2 conv, 1×1 stride-2 projection
+shortcut) for every stage but the first. A block (He et al. Fig. 2, projection shortcut
+"option B" where the shape changes):
 
     y = ReLU( BN(conv3×3(ReLU(BN(conv3×3_stride(x))))) + shortcut(x) )
     shortcut(x) = x,  or BN(conv1×1_stride(x)) when the stride or the width changes
+
+``trunk="pool"`` (the VGG-like conv groups of Jordan's airbench CIFAR-10 speed runs, no
+shortcuts): every stage halves the map with a 2×2 max-pool after its first conv, then
+has ``depths[s]`` more convs at the pooled size:
+
+    stage s:  h = ReLU(BN(maxpool2(conv3×3(x))))          width widths[s], S → S/2
+              h = ReLU(BN(conv3×3(h)))    × depths[s]
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ from .errors import ConfigError
 
 MAX_STAGES = 8
 MAX_BLOCKS = 256
+TRUNKS = ("resnet", "pool")
 
 
 def _prod(shape):
@@ -52,9 +63,11 @@ def _int_tuple(obj, name):
 
 class _Trunk:
     """The conv trunk's shapes and FLOPs, shared by both configs (fields: image_size,
-    channels, stem_width, widths, depths, bn_eps, bn_momentum)."""
+    channels, stem_width, widths, depths, bn_eps, bn_momentum, trunk)."""
 
     def _validate_trunk(self):
+        if self.trunk not in TRUNKS:
+            raise ConfigError(f"trunk must be one of {', '.join(TRUNKS)}, got {self.trunk!r}")
         _positive_ints(self, ("image_size", "channels", "stem_width"))
         widths, depths = _int_tuple(self, "widths"), _int_tuple(self, "depths")
         if len(widths) != len(depths):
@@ -63,18 +76,25 @@ class _Trunk:
         if len(widths) > MAX_STAGES or sum(depths) > MAX_BLOCKS:
             raise ConfigError(f"at most {MAX_STAGES} stages and {MAX_BLOCKS} blocks, got "
                               f"{len(widths)} stages and {sum(depths)} blocks")
-        if self.image_size % (2 ** (len(widths) - 1)) != 0:
+        if self.image_size % (2 ** self._halvings) != 0:
             raise ConfigError(f"image_size={self.image_size} is not divisible by "
-                              f"2^{len(widths) - 1} (one halving per stage after the first)")
+                              f"2^{self._halvings} (one halving per stage"
+                              f"{' after the first' if self.trunk == 'resnet' else ''})")
         if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
             raise ConfigError(f"bn_eps must be a positive number, got {self.bn_eps!r}")
         if not (isinstance(self.bn_momentum, (int, float)) and 0 <= self.bn_momentum <= 1):
             raise ConfigError(f"bn_momentum must be in [0, 1], got {self.bn_momentum!r}")
 
     @property
+    def _halvings(self) -> int:
+        # resnet: every stage but the first downsamples; pool: every stage does.
+        return len(self.widths) - (self.trunk == "resnet")
+
+    @property
     def feature_size(self) -> int:
-        """Side of the trunk's output feature map (one halving per stage after the first)."""
-        return self.image_size // (2 ** (len(self.widths) - 1))
+        """Side of the trunk's output feature map (one halving per stage after the first
+        for ``trunk="resnet"``, per stage for ``"pool"``)."""
+        return self.image_size // (2 ** self._halvings)
 
     @property
     def feature_dim(self) -> int:
@@ -82,13 +102,29 @@ class _Trunk:
         return self.widths[-1]
 
     def blocks(self) -> list[tuple[str, int, int, int]]:
-        """(name prefix, C_in, C_out, stride) of every basic block, in order."""
+        """(name prefix, C_in, C_out, stride) of every basic block, in order
+        (``trunk="resnet"``; a pool trunk has none)."""
         out, cin = [], self.stem_width
+        if self.trunk != "resnet":
+            return out
         for s, (w, d) in enumerate(zip(self.widths, self.depths)):
             for j in range(d):
                 stride = 2 if (j == 0 and s > 0) else 1
                 out.append((f"layers.{s}.{j}.", cin, w, stride))
                 cin = w
+        return out
+
+    def pool_units(self) -> list[tuple[str, int, int, bool]]:
+        """(name prefix, C_in, C_out, pooled) of every conv → (max-pool →) BN → ReLU unit
+        of a ``trunk="pool"`` stage, in order: ``layers.{s}.0.`` pools, ``layers.{s}.{j}.``
+        (j = 1 … depths[s]) keep the size. Empty for a resnet trunk."""
+        out, cin = [], self.stem_width
+        if self.trunk != "pool":
+            return out
+        for s, (w, d) in enumerate(zip(self.widths, self.depths)):
+            out.append((f"layers.{s}.0.", cin, w, True))
+            out += [(f"layers.{s}.{j}.", w, w, False) for j in range(1, d + 1)]
+            cin = w
         return out
 
     def trunk_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -97,6 +133,10 @@ class _Trunk:
         c0 = self.stem_width
         sh = {"stem.conv.weight": (3, 3, self.channels, c0),
               "stem.norm.weight": (c0,), "stem.norm.bias": (c0,)}
+        for n, cin, w, _ in self.pool_units():
+            sh[n + "conv.weight"] = (3, 3, cin, w)
+            sh[n + "norm.weight"] = (w,)
+            sh[n + "norm.bias"] = (w,)
         for n, cin, w, stride in self.blocks():
             sh[n + "conv1.weight"] = (3, 3, cin, w)
             sh[n + "norm1.weight"] = (w,)
@@ -124,6 +164,9 @@ class _Trunk:
         """Forward FLOPs of the trunk's convolutions for one image (2 per multiply-add)."""
         S = self.image_size
         f = 2 * S * S * 9 * self.channels * self.stem_width
+        for _, cin, w, pooled in self.pool_units():      # the conv runs before the pool
+            f += 2 * S * S * 9 * cin * w
+            S //= 1 + pooled
         for _, cin, w, stride in self.blocks():
             S //= stride
             f += 2 * S * S * 9 * cin * w + 2 * S * S * 9 * w * w
@@ -168,9 +211,11 @@ class ResNetConfig(_Trunk):
     """A CIFAR ResNet: the trunk, global average pooling, a linear classifier.
 
     image_size: H = W of the input. channels: C of the input. stem_width: channels of the
-    stem conv. widths / depths: channels and number of basic blocks of each stage.
+    stem conv. widths / depths: channels and number of basic blocks of each stage (a pool
+    trunk: the convs after each stage's pooling one).
     num_classes: outputs. bn_eps, bn_momentum: batch norm ε and running-stat momentum
-    (torch's defaults).
+    (torch's defaults). trunk: "resnet" (residual basic blocks) or "pool" (conv → max-pool
+    groups, no shortcuts; see the module docstring).
     """
 
     image_size: int = 32
@@ -181,6 +226,7 @@ class ResNetConfig(_Trunk):
     num_classes: int = 10
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
+    trunk: str = "resnet"
 
     def __post_init__(self):
         self._validate_trunk()
@@ -224,6 +270,7 @@ class HybridConfig(_Trunk):
     gelu: str = "tanh"
     ln_eps: float = 1e-6
     pos_embed: str = "learned-1d"
+    trunk: str = "resnet"
 
     def __post_init__(self):
         self._validate_trunk()
@@ -271,12 +318,19 @@ HYBRID_PRESETS: dict[str, dict] = {
     # Issue 16's search at 1.6e14 training FLOP (benchmarks/knob_ablation.py --tag
     # hybrid_1.6e14): stages twice as wide (8×8×128 map; ~70% of the FLOPs) and a 2-block
     # encoder learn faster per FLOP than hybrid-tiny. Recipe: 8 epochs, batch 32, lr 3e-3,
-    # 1 warm-up epoch, pad-2 crops; shipped as `minivit predict hybrid`.
+    # 1 warm-up epoch, pad-2 crops (82.40%).
     "hybrid-wide": dict(stem_width=16, widths=(32, 64, 128), depths=(1, 1, 1), dim=128,
                         depth=2, heads=4, mlp_dim=256),
+    # Issue 16's pool trunk (airbench-style conv → max-pool → BN → ReLU groups, no
+    # shortcuts; 4×4×192 map → N = 16 tokens) and a one-block D = 192 encoder: the best
+    # hybrid at 1.6e14 training FLOP (knob_ablation --tag hybrid_1.6e14, rows pool_*).
+    # Recipe: 10 epochs, batch 32, lr 3e-3, 1 warm-up epoch, pad-2 crops; shipped as
+    # `minivit predict hybrid`.
+    "hybrid-pool": dict(trunk="pool", stem_width=16, widths=(48, 96, 192), depths=(1, 1, 1),
+                        dim=192, depth=1, heads=4, mlp_dim=384),
     # A wider trunk (8×8×128) and cifar10-small's encoder.
     "hybrid-small": dict(stem_width=32, widths=(32, 64, 128), depths=(1, 1, 1), dim=192,
                          depth=6, heads=3, mlp_dim=768),
 }
 
-__all__ = ["ResNetConfig", "HybridConfig", "RESNET_PRESETS", "HYBRID_PRESETS"]
+__all__ = ["ResNetConfig", "HybridConfig", "RESNET_PRESETS", "HYBRID_PRESETS", "TRUNKS"]

@@ -325,8 +325,9 @@ class _Trainer:
             shape = (f"D={c.dim}, depth {c.depth}, {c.heads} heads, N={c.num_patches} "
                      f"patches of {c.patch_size}x{c.patch_size}")
         else:                               # the conv trunk, then (hybrid) the encoder
-            shape = (f"{kind}: conv trunk widths {'/'.join(map(str, c.widths))}, "
-                     f"{sum(c.depths)} residual blocks")
+            units = (f"{sum(c.depths)} residual blocks" if c.trunk == "resnet" else
+                     f"{len(c.pool_units())} convs, {len(c.widths)} max-pools")
+            shape = f"{kind}: conv trunk widths {'/'.join(map(str, c.widths))}, {units}"
             if kind == "hybrid":
                 shape += (f"; D={c.dim}, depth {c.depth}, {c.heads} heads, "
                           f"N={c.num_patches} patches of 1x1")

@@ -191,13 +191,14 @@ def test_global_avgpool_grad(rng):
     _check(lambda: global_avgpool_forward(x)[0], x, global_avgpool_backward(dy, cache), dy)
 
 
+@pytest.mark.parametrize("trunk", ["resnet", "pool"])
 @pytest.mark.parametrize("kind", ["resnet", "hybrid"])
-def test_whole_model_grads_by_finite_differences(kind):
+def test_whole_model_grads_by_finite_differences(kind, trunk):
     # Training mode (batch statistics): sampled entries of every parameter and the images.
     if kind == "resnet":
-        m = perturbed(ResNet(tiny_resnet_config(), dtype="float64"))
+        m = perturbed(ResNet(tiny_resnet_config(trunk=trunk), dtype="float64"))
     else:
-        m = perturbed(HybridViT(tiny_hybrid_config(), dtype="float64"))
+        m = perturbed(HybridViT(tiny_hybrid_config(trunk=trunk), dtype="float64"))
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 8, 8, 3))
     y = np.array([0, 1, 2])
@@ -304,8 +305,9 @@ def test_activation_and_pooling_match_torch(rng, op, H, k, s):
 @needs_torch
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_resnet_matches_torch(train, smoothing):
-    cfg = tiny_resnet_config()
+@pytest.mark.parametrize("trunk", ["resnet", "pool"])
+def test_resnet_matches_torch(train, smoothing, trunk):
+    cfg = tiny_resnet_config(trunk=trunk)
     m = perturbed(ResNet(cfg, dtype="float64"), seed=7)
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((4, 8, 8, 3)), np.array([0, 1, 2, 1])
@@ -332,8 +334,9 @@ def test_resnet_matches_torch(train, smoothing):
 
 @needs_torch
 @pytest.mark.parametrize("train", [True, False])
-def test_hybrid_matches_torch(train):
-    cfg = tiny_hybrid_config(head_type="pre-logits")
+@pytest.mark.parametrize("trunk", ["resnet", "pool"])
+def test_hybrid_matches_torch(train, trunk):
+    cfg = tiny_hybrid_config(head_type="pre-logits", trunk=trunk)
     m = perturbed(HybridViT(cfg, dtype="float64"), seed=5)
     rng = np.random.default_rng(2)
     x, y = rng.standard_normal((3, 8, 8, 3)), np.array([2, 0, 1])
@@ -468,8 +471,10 @@ def test_numba_relu_add_relu_gap(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["resnet", "hybrid"])
-def test_numba_whole_model(dtype, kind):
-    cls, cfg = (ResNet, tiny_resnet_config()) if kind == "resnet" else (HybridViT, tiny_hybrid_config())
+@pytest.mark.parametrize("trunk", ["resnet", "pool"])
+def test_numba_whole_model(dtype, kind, trunk):
+    cls, cfg = ((ResNet, tiny_resnet_config(trunk=trunk)) if kind == "resnet"
+                else (HybridViT, tiny_hybrid_config(trunk=trunk)))
     host = perturbed(cls(cfg, dtype="float64")).state_dict()
     m1, m2 = cls(cfg, dtype=dtype, backend="numba", params=host), cls(cfg, dtype=dtype, params=host)
     x = np.random.default_rng(4).standard_normal((3, 8, 8, 3)).astype(dtype)

@@ -48,16 +48,29 @@ def test_ema_formula_matches_closed_form():
     np.testing.assert_array_equal(m.params["head.weight"], thetas[-1]["head.weight"])
 
 
-def test_ema_swapped_evaluates_the_average_and_restores():
-    m = perturbed_model(tiny_config(), seed=1)
+@pytest.mark.parametrize("kind", ["vit", "hybrid"])
+def test_ema_swapped_evaluates_the_average_and_restores(kind):
+    # Inside the block: exactly the model built from the averaged weights. A hybrid's
+    # encoder reads model.vit.params, so the swap must reach it too (BN statistics are
+    # the raw model's); afterwards the raw weights are back, untouched.
+    if kind == "vit":
+        cls, m = ViT, perturbed_model(tiny_config(), seed=1)
+    else:
+        from test_conv_ops import perturbed, tiny_hybrid_config
+        from minivit.hybrid import HybridViT
+        cls, m = HybridViT, perturbed(HybridViT(tiny_hybrid_config(trunk="pool"),
+                                                dtype="float64"))
     ema = EMA(m, 0.5)
     raw = m.state_dict()
     ema.params = {k: v * 0.5 for k, v in ema.params.items()}
     x = np.random.default_rng(0).standard_normal((2, 8, 8, 3))
     with ema.swapped():
         inside = m.forward(x)
-    ref = ViT(m.config, dtype="float64", params={k: v * 0.5 for k, v in raw.items()})
-    np.testing.assert_array_equal(inside, ref.forward(x))
+    averaged = {k: (v * 0.5 if k in m.params else v) for k, v in raw.items()}
+    np.testing.assert_array_equal(inside, cls(m.config, dtype="float64",
+                                              params=averaged).forward(x))
+    np.testing.assert_array_equal(m.forward(x), cls(m.config, dtype="float64",
+                                                    params=raw).forward(x))
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(v, raw[k])
 

@@ -69,18 +69,20 @@ def test_hybrid_search_within_a_flop_budget(tmp_path, capsys):
     budget is FLOP (--budget-flops), an imported run must spend at most it (and 80% of it
     at least), and a run of another family is refused."""
     from minivit.models import config_from_preset, epoch_flops
-    small = dict(stem_width=8, widths=(8, 16, 32), depth=1, dim=32, heads=2, mlp_dim=64)
+    small = dict(stem_width=8, widths=(8, 16, 32), depth=1, dim=32, heads=2, mlp_dim=64,
+                 trunk="pool")
     per_epoch = epoch_flops(config_from_preset("hybrid-tiny", **small), 32, 16)
     common = ["--synthetic", "--limit", "32", "--batch-size", "16", "--backend", "numpy",
               "--preset", "hybrid-tiny", "--tag", "h", "--out", str(tmp_path),
               "--runs", str(tmp_path / "runs")]
     # no epochs= given: the most whole epochs within 2.5 epochs' FLOP, 2 (closest would be 3)
-    spec = "s:stem_width=8,widths=8/16/32,depth=1,dim=32,heads=2,mlp_dim=64,lr=2e-3"
+    spec = ("s:stem_width=8,widths=8/16/32,depth=1,dim=32,heads=2,mlp_dim=64,trunk=pool,"
+            "lr=2e-3,ema_decay=0.5")
     assert K.main(common + ["--budget-flops", str(2.5 * per_epoch), "--variant", spec]) == 0
     path = tmp_path / "knob_ablation_h.json"
     (row,) = json.loads(path.read_text())["runs"]
     assert row["model"] == dict(small, widths=[8, 16, 32])
-    assert row["settings"] == {"lr": 2e-3} and row["epochs"] == 2
+    assert row["settings"] == {"lr": 2e-3, "ema_decay": 0.5} and row["epochs"] == 2
     assert row["train_flops"] == 2 * per_epoch
     assert "| s | stem_width=8, widths=8/16/32" in capsys.readouterr().out   # the README's table
 
@@ -89,6 +91,20 @@ def test_hybrid_search_within_a_flop_budget(tmp_path, capsys):
                             f"again={run}", "--add"]) == 0
     again = {r["name"]: r for r in json.loads(path.read_text())["runs"]}["again"]
     assert again["model"] == row["model"] and again["test_acc"] == row["test_acc"]
+    # the trainer's EMA figure is the average's own: the checkpoint's ema/ weights
+    # evaluated from the file agree (the swap reaches the hybrid's encoder)
+    assert row["ema_test_acc"] is not None and again["ema_test_acc"] == row["ema_test_acc"]
+
+    # --rescore replaces a hybrid's EMA figure written before that fix
+    d = json.loads(path.read_text())
+    d["runs"][0]["ema_test_acc"] = 0.0
+    del d["runs"][0]["ema_swap_fixed"]
+    path.write_text(json.dumps(d))
+    assert K.main(common + ["--budget-flops", str(2.5 * per_epoch), "--import-run",
+                            f"again={run}", "--add", "--rescore"]) == 0
+    fixed = json.loads(path.read_text())["runs"][0]
+    assert fixed["name"] == "s" and fixed["ema_test_acc"] == row["ema_test_acc"]
+    assert fixed["ema_swap_fixed"] is True
 
     vit_run = tmp_path / "runs" / "knob_ablation_t" / "a"
     assert K.main(_common(tmp_path) + ["--variant", "a"]) == 0

@@ -49,9 +49,11 @@ def test_hybrid_param_count_matches_torch(name):
 
 
 @needs_torch
-def test_flops_formula_matches_torch_flop_counter():
-    # torch counts 2 FLOPs per multiply-add of every conv and matmul, as our formulas do.
-    rc, hc = tiny_resnet_config(), tiny_hybrid_config()
+@pytest.mark.parametrize("trunk", ["resnet", "pool"])
+def test_flops_formula_matches_torch_flop_counter(trunk):
+    # torch counts 2 FLOPs per multiply-add of every conv and matmul, as our formulas do
+    # (max-pooling, BN and ReLU are not counted by either).
+    rc, hc = tiny_resnet_config(trunk=trunk), tiny_hybrid_config(trunk=trunk)
     x = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
     with FlopCounterMode(display=False) as fc:
         TorchResNet(rc).double()(x)
@@ -139,6 +141,9 @@ def test_config_json_round_trip_and_presets():
     (ResNetConfig, dict(widths=(16, 0)), "widths must be a non-empty tuple of positive integers"),
     (ResNetConfig, dict(bn_momentum=2), r"bn_momentum must be in \[0, 1\], got 2"),
     (HybridConfig, dict(dim=10, heads=4), "D=10 is not divisible by heads=4"),
+    (HybridConfig, dict(trunk="vgg"), "trunk must be one of resnet, pool, got 'vgg'"),
+    (ResNetConfig, dict(image_size=28, widths=(4, 4, 4), depths=(1, 1, 1), trunk="pool"),
+     r"image_size=28 is not divisible by 2\^3 \(one halving per stage\)"),
 ])
 def test_bad_configs(cls, kw, msg):
     with pytest.raises(ConfigError, match=msg):

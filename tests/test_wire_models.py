@@ -27,13 +27,15 @@ TINY = ["--synthetic", "--limit-train", "64", "--limit-test", "32", "--batch-siz
         "--epochs", "1", "--backend", "numpy", "--no-progress"]
 
 
-@pytest.mark.parametrize("preset,kind,cls", [("resnet-8", "resnet", ResNet),
-                                             ("hybrid-tiny", "hybrid", HybridViT)])
-def test_cli_trains_a_conv_preset_and_predict_loads_it(tmp_path, preset, kind, cls):
+@pytest.mark.parametrize("preset,kind,cls,trunk", [
+    ("resnet-8", "resnet", ResNet, "16/32/64, 3 residual blocks"),
+    ("hybrid-tiny", "hybrid", HybridViT, "16/32/64, 3 residual blocks"),
+    ("hybrid-pool", "hybrid", HybridViT, "48/96/192, 6 convs, 3 max-pools")])
+def test_cli_trains_a_conv_preset_and_predict_loads_it(tmp_path, preset, kind, cls, trunk):
     out = tmp_path / "run"
     r = run("train", "--preset", preset, *TINY, "--out", out, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert f"({kind}: conv trunk widths 16/32/64, 3 residual blocks" in r.stdout, r.stdout
+    assert f"({kind}: conv trunk widths {trunk}" in r.stdout, r.stdout
     assert "final test accuracy on the synthetic set" in r.stdout
     ck = load_checkpoint(out / "checkpoint.npz")
     assert ck["meta"]["model_kind"] == kind and ck["meta"]["epoch"] == 1

@@ -26,8 +26,22 @@ class TorchBlock(nn.Module):
         return F.relu(h + s)
 
 
+class TorchPoolUnit(nn.Module):
+    """conv3×3 → (max-pool 2 →) BN → ReLU (a unit of trunk="pool")."""
+
+    def __init__(self, cin, cout, pooled, eps, momentum):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+        self.norm = nn.BatchNorm2d(cout, eps=eps, momentum=momentum)
+        self.pooled = pooled
+
+    def forward(self, x):
+        h = self.conv(x)
+        return F.relu(self.norm(F.max_pool2d(h, 2) if self.pooled else h))
+
+
 class TorchTrunk(nn.Module):
-    """stem conv → BN → ReLU, then basic blocks; input (B, C, H, W)."""
+    """stem conv → BN → ReLU, then basic blocks or pool units; input (B, C, H, W)."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -38,6 +52,9 @@ class TorchTrunk(nn.Module):
         for n, cin, w, stride in cfg.blocks():           # "layers.{s}.{j}."
             self.layers[int(n.split(".")[1])].append(
                 TorchBlock(cin, w, stride, cfg.bn_eps, cfg.bn_momentum))
+        for n, cin, w, pooled in cfg.pool_units():       # "layers.{s}.{j}."
+            self.layers[int(n.split(".")[1])].append(
+                TorchPoolUnit(cin, w, pooled, cfg.bn_eps, cfg.bn_momentum))
 
     def forward(self, x):
         h = F.relu(self.stem.norm(self.stem.conv(x)))
