@@ -91,6 +91,14 @@ def test_hybrid_search_within_a_flop_budget(tmp_path, capsys):
                             f"again={run}", "--add"]) == 0
     again = {r["name"]: r for r in json.loads(path.read_text())["runs"]}["again"]
     assert again["model"] == row["model"] and again["test_acc"] == row["test_acc"]
+    # a run of another seed than the search's says so in its change column
+    other = [a if a != "h" else "h1" for a in common]
+    assert K.main(other + ["--budget-flops", str(2.5 * per_epoch), "--seed", "1",
+                           "--import-run", f"seed0={run}"]) == 0
+    (seed0,) = json.loads((tmp_path / "knob_ablation_h1.json").read_text())["runs"]
+    assert seed0["settings"] == {"lr": 2e-3, "ema_decay": 0.5, "seed": 0}
+    assert again["settings"] == row["settings"]                   # same seed: not shown
+
     # the trainer's EMA figure is the average's own: the checkpoint's ema/ weights
     # evaluated from the file agree (the swap reaches the hybrid's encoder)
     assert row["ema_test_acc"] is not None and again["ema_test_acc"] == row["ema_test_acc"]
