@@ -116,13 +116,14 @@ def tta_scores(model, data) -> dict:
             for mode in ("flip", "flip-shift")}
 
 
-def ema_score(checkpoint: Path, data, backend):
-    """Test accuracy of a checkpoint's weight average (``ema/`` keys, None without one),
-    evaluated from the file. Hybrid runs need it: before 2026-12-01 the trainer evaluated
-    their average under the raw encoder (EMA.swapped did not reach model.vit), so the
-    ``ema_test_acc`` in their metrics.jsonl is not the average's."""
-    from minivit.checkpoint import load_checkpoint, load_model
-    if not load_checkpoint(checkpoint)["ema"]:
+def ema_score(checkpoint: Path, has_ema: bool, data, backend):
+    """Test accuracy of a checkpoint's weight average (its ``ema/`` keys; None when
+    ``has_ema`` is false), evaluated from the file rather than copied from metrics.jsonl:
+    hybrid runs trained before 2026-12-01 logged their average evaluated under the raw
+    encoder (HybridViT.params did not yet reach model.vit), so re-importing them corrects
+    their EMA figure."""
+    from minivit.checkpoint import load_model
+    if not has_ema:
         return None
     model = load_model(checkpoint, backend=backend, ema=True)[0]
     return evaluate(model, data["x_test"], data["y_test"])["acc"]
@@ -162,8 +163,9 @@ def imported_row(name, run_dir: Path, base, budget, per_epoch, data, args,
     model, _ = load_model(path, backend=args.backend)
     return {"name": name, "model": model_kw, "settings": settings_kw,
             "epochs": meta["settings"]["epochs"], "train_flops": last["train_flops"],
-            "test_acc": last["test_acc"], "ema_test_acc": ema_score(path, data, args.backend),
-            "ema_swap_fixed": True, **tta_scores(model, data), "wall_s": last["elapsed_s"],
+            "test_acc": last["test_acc"],
+            "ema_test_acc": ema_score(path, bool(ck["ema"]), data, args.backend),
+            **tta_scores(model, data), "wall_s": last["elapsed_s"],
             "images_per_s": last["images_per_s"], "history": meta["history"],
             "imported_from": str(run_dir)}
 
@@ -229,23 +231,14 @@ def main(argv=None):
     if args.rescore:
         from minivit.checkpoint import load_model
         for row in rows:
-            # a hybrid's EMA figure from its metrics.jsonl predates the EMA.swapped fix
-            stale_ema = (model_kind(base) == "hybrid" and row.get("ema_test_acc") is not None
-                         and not row.get("ema_swap_fixed"))
-            if "tta_flip_shift_acc" in row and not stale_ema:
+            if "tta_flip_shift_acc" in row:
                 continue
             ck = Path(row.get("imported_from") or runs / row["name"]) / "checkpoint.npz"
             if not ck.is_file():
                 p.error(f"--rescore: row {row['name']!r} has no checkpoint at {ck}")
-            if "tta_flip_shift_acc" not in row:
-                row.update(tta_scores(load_model(ck, backend=args.backend)[0], data))
-                print(f"{row['name']}: flip TTA {100 * row['tta_flip_acc']:.2f}%, flip-shift "
-                      f"{100 * row['tta_flip_shift_acc']:.2f}%", flush=True)
-            if stale_ema:
-                row["ema_test_acc"] = ema_score(ck, data, args.backend)
-                row["ema_swap_fixed"] = True
-                print(f"{row['name']}: EMA {100 * row['ema_test_acc']:.2f}% (re-evaluated "
-                      f"from its checkpoint)", flush=True)
+            row.update(tta_scores(load_model(ck, backend=args.backend)[0], data))
+            print(f"{row['name']}: flip TTA {100 * row['tta_flip_acc']:.2f}%, flip-shift "
+                  f"{100 * row['tta_flip_shift_acc']:.2f}%", flush=True)
 
     def document():
         return {"benchmark": "knob_ablation", "preset": args.preset, "args": vars(args),
@@ -288,8 +281,7 @@ def main(argv=None):
         last = r["history"][-1]
         row = {"name": name, "model": model_kw, "settings": settings_kw, "epochs": s["epochs"],
                "train_flops": last["train_flops"], "test_acc": r["test_acc"],
-               "ema_test_acc": last.get("ema_test_acc"), "ema_swap_fixed": True,
-               **tta_scores(r["model"], data),
+               "ema_test_acc": last.get("ema_test_acc"), **tta_scores(r["model"], data),
                "wall_s": wall, "images_per_s": last["images_per_s"],
                "history": r["history"]}
         rows.append(row)

@@ -53,19 +53,9 @@ class EMA:
         """Within the block the model computes with the averaged weights (e.g. to
         evaluate them); the raw weights are back afterwards, untouched. A conv model's
         batch-norm running statistics are not averaged: the block uses the raw run's."""
-        m = self.model
-        raw = m.params
-        # A hybrid's encoder (model.vit) reads its own dict, which shares the arrays of
-        # model.params: it must be pointed at the averaged ones too, or the swap would
-        # evaluate averaged conv layers under the raw encoder.
-        sub = getattr(m, "vit", None)
-        raw_sub = sub.params if sub is not None else None
-        m.params = self.params
-        if sub is not None:
-            sub.params = {n: self.params[n] for n in raw_sub}
+        raw = self.model.params
+        self.model.params = self.params
         try:
-            yield m
+            yield self.model
         finally:
-            m.params = raw
-            if sub is not None:
-                sub.params = raw_sub
+            self.model.params = raw

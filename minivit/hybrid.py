@@ -48,6 +48,21 @@ class HybridViT(ConvTrunk):
             params = {**trunk, **init_buffers(c), **self.vit.state_dict()}
         self.load_params(params)
 
+    @property
+    def params(self) -> dict:
+        """Trunk and encoder parameters, name → array (the encoder's shared with
+        ``self.vit.params``)."""
+        return self._params
+
+    @params.setter
+    def params(self, value: dict):
+        # The encoder (self.vit) computes from its own dict: point it at the same arrays,
+        # so replacing the whole dict (load_params, EMA.swapped) reaches the encoder too.
+        self._params = value
+        if "vit" in self.__dict__:
+            self.vit.params = {n: value[n] for n in self.config.vit.param_shapes()
+                               if n in value}
+
     def load_params(self, host_params: dict, strict=True):
         """Copy host arrays (trunk + ViT parameters, BN running statistics) into the model,
         with :meth:`ConvTrunk.load_params`'s checks; the ViT's entries are handed to
