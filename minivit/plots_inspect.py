@@ -52,23 +52,28 @@ def plot_attention_heads(image, attention, grid, layer=0, query=0, path=None,
                          image_name=None):
     """One layer's attention of one image, a panel per head, overlaid on the image.
 
-    image: (H, W, C); attention: (heads, N+1, N+1) for that image; grid: (G_h, G_w);
+    image: (H, W, C); attention: (heads, T, T) for that image, T = N + 1 with a class
+    token or T = N = G_h·G_w without one (``classifier="gap"``); grid: (G_h, G_w);
     layer: the layer's index (0-based, as in ``model.last_attention``; titles number
     layers and heads from 1, as the notebooks do); query: the query token whose row is
     drawn (0, the class token, by default); image_name: which image this is (the title).
+    Without a class token the head reads the mean of all tokens (Appendix D.3), so the
+    panels show the mean of the rows (query is then ignored).
     """
     A = np.asarray(attention)
-    H = A.shape[0]
+    H, T = A.shape[0], A.shape[-1]
+    gap = T == grid[0] * grid[1]
     img = _display(image)
     fig = _figure((2.0 * (H + 1), 2.3))
     axes = fig.subplots(1, H + 1, squeeze=False)[0]
     axes[0].imshow(img)
     axes[0].set_title("input", fontsize=8)
-    who = "class token" if query == 0 else f"token {query}"
-    fig.suptitle(f"{image_name + ': ' if image_name else ''}attention of the {who} in "
+    who = ("all tokens, averaged (GAP head)" if gap else
+           "the class token" if query == 0 else f"token {query}")
+    fig.suptitle(f"{image_name + ': ' if image_name else ''}attention of {who} in "
                  f"layer {layer + 1} (heads numbered from 1)", fontsize=9)
     for h in range(H):
-        m = A[h, query, 1:].reshape(grid)
+        m = (A[h].mean(axis=0) if gap else A[h, query, 1:]).reshape(grid)
         m = m / max(m.max(), 1e-12)
         axes[h + 1].imshow(img)
         axes[h + 1].imshow(_upsample(m, img.shape[:2]), cmap="inferno", alpha=0.6,

@@ -270,6 +270,7 @@ class HybridConfig(_Trunk):
     gelu: str = "tanh"
     ln_eps: float = 1e-6
     pos_embed: str = "learned-1d"
+    classifier: str = "token"
     trunk: str = "resnet"
 
     def __post_init__(self):
@@ -285,7 +286,7 @@ class HybridConfig(_Trunk):
                          patch_size=1, dim=self.dim, depth=self.depth, heads=self.heads,
                          mlp_dim=self.mlp_dim, num_classes=self.num_classes,
                          head_type=self.head_type, gelu=self.gelu, ln_eps=self.ln_eps,
-                         pos_embed=self.pos_embed)
+                         pos_embed=self.pos_embed, classifier=self.classifier)
 
     @property
     def num_patches(self) -> int:

@@ -331,6 +331,8 @@ class _Trainer:
             if kind == "hybrid":
                 shape += (f"; D={c.dim}, depth {c.depth}, {c.heads} heads, "
                           f"N={c.num_patches} patches of 1x1")
+        if kind != "resnet" and c.classifier == "gap":      # Appendix D.3: no class token
+            shape += ", GAP head"
         self.log(f"model: {c.num_params():,} parameters ({shape}) on the {s.backend} backend")
         self.log(f"{self.obj.describe()} on {d['n_train']:,} {d['source']} training images "
                  f"({d['n_test']:,} test), {s.epochs} epoch{'s' * (s.epochs != 1)} of "

@@ -191,14 +191,16 @@ def test_global_avgpool_grad(rng):
     _check(lambda: global_avgpool_forward(x)[0], x, global_avgpool_backward(dy, cache), dy)
 
 
-@pytest.mark.parametrize("trunk", ["resnet", "pool"])
-@pytest.mark.parametrize("kind", ["resnet", "hybrid"])
-def test_whole_model_grads_by_finite_differences(kind, trunk):
+@pytest.mark.parametrize("kind,trunk,classifier", [
+    ("resnet", "resnet", None), ("resnet", "pool", None), ("hybrid", "resnet", "token"),
+    ("hybrid", "pool", "token"), ("hybrid", "pool", "gap")])
+def test_whole_model_grads_by_finite_differences(kind, trunk, classifier):
     # Training mode (batch statistics): sampled entries of every parameter and the images.
     if kind == "resnet":
         m = perturbed(ResNet(tiny_resnet_config(trunk=trunk), dtype="float64"))
     else:
-        m = perturbed(HybridViT(tiny_hybrid_config(trunk=trunk), dtype="float64"))
+        cfg = tiny_hybrid_config(trunk=trunk, classifier=classifier)
+        m = perturbed(HybridViT(cfg, dtype="float64"))
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 8, 8, 3))
     y = np.array([0, 1, 2])
@@ -334,9 +336,11 @@ def test_resnet_matches_torch(train, smoothing, trunk):
 
 @needs_torch
 @pytest.mark.parametrize("train", [True, False])
-@pytest.mark.parametrize("trunk", ["resnet", "pool"])
-def test_hybrid_matches_torch(train, trunk):
-    cfg = tiny_hybrid_config(head_type="pre-logits", trunk=trunk)
+@pytest.mark.parametrize("trunk,classifier", [("resnet", "token"), ("pool", "token"),
+                                              ("pool", "gap")])
+def test_hybrid_matches_torch(train, trunk, classifier):
+    # classifier="gap" (Appendix D.3): no class token; the head reads the mean token.
+    cfg = tiny_hybrid_config(head_type="pre-logits", trunk=trunk, classifier=classifier)
     m = perturbed(HybridViT(cfg, dtype="float64"), seed=5)
     rng = np.random.default_rng(2)
     x, y = rng.standard_normal((3, 8, 8, 3)), np.array([2, 0, 1])
@@ -470,11 +474,12 @@ def test_numba_relu_add_relu_gap(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", ["resnet", "hybrid"])
-@pytest.mark.parametrize("trunk", ["resnet", "pool"])
-def test_numba_whole_model(dtype, kind, trunk):
+@pytest.mark.parametrize("kind,trunk,classifier", [
+    ("resnet", "resnet", None), ("resnet", "pool", None), ("hybrid", "resnet", "token"),
+    ("hybrid", "pool", "token"), ("hybrid", "pool", "gap")])
+def test_numba_whole_model(dtype, kind, trunk, classifier):
     cls, cfg = ((ResNet, tiny_resnet_config(trunk=trunk)) if kind == "resnet"
-                else (HybridViT, tiny_hybrid_config(trunk=trunk)))
+                else (HybridViT, tiny_hybrid_config(trunk=trunk, classifier=classifier)))
     host = perturbed(cls(cfg, dtype="float64")).state_dict()
     m1, m2 = cls(cfg, dtype=dtype, backend="numba", params=host), cls(cfg, dtype=dtype, params=host)
     x = np.random.default_rng(4).standard_normal((3, 8, 8, 3)).astype(dtype)

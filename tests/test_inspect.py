@@ -150,13 +150,19 @@ def test_plots_return_figures_and_write_pngs(tmp_path, rng):
                                   path=tmp_path / "f.png"),
     ]
     assert all(isinstance(f, Figure) for f in figs)
+    # Without a class token (T = N = 16) the panels show the mean of the rows.
+    gap = pi.plot_attention_heads(img[0], _random_attention(rng, 1, 2, 16)[0], (4, 4))
+    assert "averaged (GAP head)" in gap._suptitle.get_text()
     for name in "arpdf":
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
 
 
-def test_inspect_cli_writes_everything(tmp_path):
+@pytest.mark.parametrize("classifier", ["token", "gap"])
+def test_inspect_cli_writes_everything(tmp_path, classifier):
+    # GAP (Appendix D.3): no class token, so T = N everywhere (attention, rollout, E_pos).
     from minivit import inspect as mod
-    cfg = ViTConfig(image_size=32, patch_size=8, dim=16, depth=2, heads=2, mlp_dim=32)
+    cfg = ViTConfig(image_size=32, patch_size=8, dim=16, depth=2, heads=2, mlp_dim=32,
+                    classifier=classifier)
     save_checkpoint(tmp_path / "ck.npz", ViT(cfg, seed=1))
     p = argparse.ArgumentParser()
     mod.configure_parser(p)

@@ -133,6 +133,13 @@ def test_config_json_round_trip_and_presets():
             c = cls.preset(name)
             assert cls.from_json(c.to_json()) == c
     assert HybridConfig.preset("hybrid-tiny").num_patches == 64
+    # classifier="gap" (Appendix D.3) reaches the encoder: no class token, so one token
+    # and one position embedding fewer (2·D parameters).
+    tok = HybridConfig.preset("hybrid-pool")
+    gap = HybridConfig.preset("hybrid-pool", classifier="gap")
+    assert HybridConfig.from_json(gap.to_json()) == gap and gap.vit.classifier == "gap"
+    assert gap.vit.num_tokens == tok.vit.num_tokens - 1 == 16
+    assert tok.num_params() - gap.num_params() == 2 * tok.dim == 384
 
 
 @pytest.mark.parametrize("cls,kw,msg", [
@@ -142,6 +149,7 @@ def test_config_json_round_trip_and_presets():
     (ResNetConfig, dict(bn_momentum=2), r"bn_momentum must be in \[0, 1\], got 2"),
     (HybridConfig, dict(dim=10, heads=4), "D=10 is not divisible by heads=4"),
     (HybridConfig, dict(trunk="vgg"), "trunk must be one of resnet, pool, got 'vgg'"),
+    (HybridConfig, dict(classifier="mean"), "classifier must be one of"),
     (ResNetConfig, dict(image_size=28, widths=(4, 4, 4), depths=(1, 1, 1), trunk="pool"),
      r"image_size=28 is not divisible by 2\^3 \(one halving per stage\)"),
 ])

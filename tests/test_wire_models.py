@@ -5,6 +5,7 @@ model from the checkpoint; what a conv model cannot do is refused in one line.
 
 Tiny and fast: 64 synthetic images, one epoch, the real ``python -m minivit`` entry point.
 """
+import dataclasses
 import json
 import re
 
@@ -103,6 +104,14 @@ def test_cli_model_flags_the_family_has_apply(tmp_path):
     ck = load_checkpoint(tmp_path / "r" / "checkpoint.npz")
     assert ck["config"] == ResNetConfig.preset("resnet-8", num_classes=4)
     assert ck["params"]["head.bias"].shape == (4,)
+    # The hybrid takes the encoder's classifier (Appendix D.3): GAP drops the class token.
+    r = run("train", "--preset", "hybrid-tiny", "--classifier", "gap", *TINY, "--out",
+            tmp_path / "h", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "GAP head" in r.stdout
+    ck = load_checkpoint(tmp_path / "h" / "checkpoint.npz")
+    assert ck["config"] == HybridConfig.preset("hybrid-tiny", classifier="gap")
+    assert "cls_token" not in ck["params"] and ck["params"]["pos_embed"].shape == (1, 64, 128)
 
 
 RESNET = ResNetConfig(image_size=8, stem_width=4, widths=(4, 8), depths=(1, 1), num_classes=3)
@@ -157,10 +166,13 @@ def test_vit_only_commands_refuse_a_conv_checkpoint_in_one_line(tmp_path, config
         assert not (tmp_path / "in").exists()
 
 
-def test_inspect_reads_the_hybrid_encoders_attention(tmp_path):
+@pytest.mark.parametrize("classifier", ["token", "gap"])
+def test_inspect_reads_the_hybrid_encoders_attention(tmp_path, classifier):
     """minivit inspect on a hybrid: attention per layer over the trunk's 8×8 feature-map
-    cells, rollout, distances in input pixels (a cell is 4 px at 32 px / 8), no filters."""
-    train(HYBRID, data=DATA, out_dir=tmp_path / "r", epochs=1, **QUIET, **FAST)
+    cells, rollout, distances in input pixels (a cell is 4 px at 32 px / 8), no filters.
+    With the GAP head (no class token) the rollout map is the mean of the rollout's rows."""
+    cfg = dataclasses.replace(HYBRID, classifier=classifier)
+    train(cfg, data=DATA, out_dir=tmp_path / "r", epochs=1, **QUIET, **FAST)
     p = run("inspect", tmp_path / "r", "--out", tmp_path / "in", "--images", "2", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     info = json.loads((tmp_path / "in" / "mean_attention_distance.json").read_text())
