@@ -104,7 +104,8 @@ def main(argv=None):
                             lr=s.lr, betas=(s.beta1, s.beta2), eps=1e-8)
     loader = BatchLoader(data["x_train"], np.asarray(data["y_train"]), s.batch_size,
                          shuffle=True, seed=s.seed, drop_last=True, prefetch=2,
-                         transform=Augmenter(crop_padding=s.crop_padding, flip=s.flip,
+                         transform=Augmenter(crop_padding=s.crop_padding, crop_mode=s.crop_mode,
+                                             flip=s.flip,
                                              num_classes=cfg.num_classes))
     spe = len(loader)
     sched = LRSchedule(s.lr, s.epochs * spe, int(round(s.warmup * spe)), s.schedule, s.min_lr)

@@ -105,7 +105,8 @@ class Classification(Objective):
 
     def transform(self, config, s):
         from .data.augment import Augmenter
-        return Augmenter(crop_padding=s.crop_padding, flip=s.flip, rand_augment=s.rand_augment,
+        return Augmenter(crop_padding=s.crop_padding, crop_mode=s.crop_mode, flip=s.flip,
+                         rand_augment=s.rand_augment,
                          mixup_alpha=s.mixup, cutmix_alpha=s.cutmix, mix_prob=s.mix_prob,
                          num_classes=config.num_classes)
 

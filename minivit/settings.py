@@ -86,7 +86,10 @@ class TrainSettings(_Settings):
     schedule:        decay after the warm-up: cosine, linear or constant.
     clip_norm:       global gradient-norm clipping (paper: 1.0; 0 disables).
     label_smoothing: mix the one-hot targets with the uniform distribution by this much.
-    crop_padding:    random crop after zero-padding by this many pixels (0: no crop).
+    crop_padding:    random crop after padding by this many pixels (0: no crop).
+    crop_mode:       how the crop pads: zero (black borders) or reflect (mirrored
+                     pixels, as airbench's translate augmentation; the test images
+                     never have black borders).
     flip:            random horizontal flips.
     rand_augment:    RandAugment with N ops of magnitude M, written N,M (e.g. 2,9).
     mixup:           mixup alpha (0: off).
@@ -121,6 +124,7 @@ class TrainSettings(_Settings):
     clip_norm: float = 1.0
     label_smoothing: float = 0.1
     crop_padding: int = 4
+    crop_mode: str = "zero"
     flip: bool = True
     rand_augment: tuple | None = dataclasses.field(
         default=None, metadata={"parse": parse_rand_augment, "metavar": "N,M"})
@@ -162,6 +166,8 @@ class TrainSettings(_Settings):
               f"label smoothing must lie in [0, 1), got {self.label_smoothing}")
         _need(_is_int(self.crop_padding) and self.crop_padding >= 0,
               f"crop padding must be >= 0, got {self.crop_padding}")
+        _need(self.crop_mode in ("zero", "reflect"),
+              f"crop mode must be zero or reflect, got {self.crop_mode!r}")
         _need(isinstance(self.flip, bool), f"flip must be True or False, got {self.flip!r}")
         if self.rand_augment is not None:
             ra = self.rand_augment

@@ -317,3 +317,18 @@ def test_augmenter_rejects_bad_config_and_input():
         Augmenter(rand_augment=3)
     with pytest.raises(DataError, match="uint8"):
         Augmenter()(batch().astype(np.float32) / 255, np.zeros(16, int), rng())
+
+
+@pytest.mark.parametrize("mode", ["zero", "reflect"])
+def test_training_settings_choose_the_crop_padding(mode):
+    # TrainSettings.crop_mode reaches the training transform: reflect padding (airbench's
+    # translate) never shows the black border that zero padding adds to a white image.
+    from minivit.config import ViTConfig
+    from minivit.objectives import Classification
+    from minivit.train import TrainSettings
+    s = TrainSettings(crop_padding=2, crop_mode=mode, flip=False)
+    aug = Classification().transform(ViTConfig.preset("cifar10-tiny"), s)
+    white = np.full((64, 32, 32, 3), 255, np.uint8)
+    x, _ = aug(white, np.zeros(64, int), np.random.default_rng(0))
+    borders = (x != x[0, 16, 16]).any(axis=-1)            # pixels that are not white
+    assert borders.any() == (mode == "zero")
