@@ -105,6 +105,10 @@ class Classification(Objective):
 
     def transform(self, config, s):
         from .data.augment import Augmenter
+        if s.crop_mode == "reflect" and s.crop_padding >= config.image_size:
+            # np.pad's reflection needs more pixels than it mirrors: say so before any step.
+            raise ConfigError(f"crop mode reflect needs crop padding < image size "
+                              f"{config.image_size}, got {s.crop_padding}")
         return Augmenter(crop_padding=s.crop_padding, crop_mode=s.crop_mode, flip=s.flip,
                          rand_augment=s.rand_augment,
                          mixup_alpha=s.mixup, cutmix_alpha=s.cutmix, mix_prob=s.mix_prob,

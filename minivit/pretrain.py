@@ -41,8 +41,8 @@ _EVAL_TAG = 0x6D707065                  # "mppe": the evaluation plans' own rand
 RECIPE = dict(epochs=1, optimizer="adamw", lr=1e-3, min_lr=0.0, weight_decay=0.05,
               schedule="cosine", clip_norm=1.0, label_smoothing=0.0, crop_padding=0,
               rand_augment=None, mixup=0.0, cutmix=0.0, flip=True)
-NOT_USED = ("label_smoothing", "crop_padding", "crop_mode", "rand_augment", "mixup", "cutmix", "mix_prob",
-            "ema_decay")          # no weight average of the [mask] token and head yet
+NOT_USED = ("label_smoothing", "crop_padding", "crop_mode", "rand_augment", "mixup", "cutmix",
+            "mix_prob", "ema_decay")   # no weight average of the [mask] token and head yet
 
 
 class MPPModel:

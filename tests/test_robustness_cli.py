@@ -89,6 +89,8 @@ _RAW = [
     ["train", *TINY, "--label-smoothing", "1"], "label smoothing must lie in",
     ["train", *TINY, "--crop-padding", "-1"], "crop padding must be >= 0",
     ["train", *TINY, "--crop-mode", "edge"], "crop mode must be zero or reflect, got 'edge'",
+    ["train", *TINY, "--crop-padding", "8", "--crop-mode", "reflect"],
+    "crop mode reflect needs crop padding < image size 8, got 8",
     ["train", *TINY, "--seed", "-1"], "seed must be an int >= 0",
     ["train", *TINY, "--eval-every", "0"], "eval_every must be an int >= 1",
     ["train", *TINY, "--heads", "3"], "not divisible by heads=3",
