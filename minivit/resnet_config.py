@@ -323,12 +323,12 @@ HYBRID_PRESETS: dict[str, dict] = {
     "hybrid-wide": dict(stem_width=16, widths=(32, 64, 128), depths=(1, 1, 1), dim=128,
                         depth=2, heads=4, mlp_dim=256),
     # Issue 16's pool trunk (airbench-style conv → max-pool → BN → ReLU groups, no
-    # shortcuts; 4×4×192 map → N = 16 tokens) and a one-block D = 192 encoder: the best
-    # hybrid at 1.6e14 training FLOP (knob_ablation --tag hybrid_1.6e14, rows pool_*).
-    # Recipe: 10 epochs, batch 32, lr 3e-3, 1 warm-up epoch, pad-2 crops; shipped as
-    # `minivit predict hybrid`.
+    # shortcuts; 4×4×192 map → N = 16 tokens) and a one-block D = 128 encoder: the best
+    # hybrid at 1.6e14 training FLOP (knob_ablation --tag hybrid_1.6e14, rows pool_*; the
+    # narrower encoder buys an eleventh epoch). Recipe: 11 epochs, batch 32, lr 2e-3,
+    # 1 warm-up epoch, pad-2 reflect-padded crops; shipped as `minivit predict hybrid`.
     "hybrid-pool": dict(trunk="pool", stem_width=16, widths=(48, 96, 192), depths=(1, 1, 1),
-                        dim=192, depth=1, heads=4, mlp_dim=384),
+                        dim=128, depth=1, heads=4, mlp_dim=384),
     # A wider trunk (8×8×128) and cifar10-small's encoder.
     "hybrid-small": dict(stem_width=32, widths=(32, 64, 128), depths=(1, 1, 1), dim=192,
                          depth=6, heads=3, mlp_dim=768),

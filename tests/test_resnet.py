@@ -139,7 +139,7 @@ def test_config_json_round_trip_and_presets():
     gap = HybridConfig.preset("hybrid-pool", classifier="gap")
     assert HybridConfig.from_json(gap.to_json()) == gap and gap.vit.classifier == "gap"
     assert gap.vit.num_tokens == tok.vit.num_tokens - 1 == 16
-    assert tok.num_params() - gap.num_params() == 2 * tok.dim == 384
+    assert tok.num_params() - gap.num_params() == 2 * tok.dim == 256
 
 
 @pytest.mark.parametrize("cls,kw,msg", [
