@@ -34,6 +34,10 @@ DEFAULT_RUNS = {
     "minivit, 60-min recipe + sincos2d (28 ep)": RESULTS / "cifar10_60min_sincos2d",
     "minivit, 30-min recipe (14 ep)": RESULTS / "cifar10_30min",
     "minivit, 60-min budget + patch dropout 0.5 (57 ep)": RESULTS / "cifar10_60min_pk50",
+    "minivit, 60-min budget, depth 6 + pk50 + reflect crops + mimetic (38 ep)":
+        RESULTS / "cifar10_60min_d6m",
+    "minivit, 30-min budget, pk50 + reflect crops + mimetic (29 ep)":
+        RESULTS / "knob_ablation_14ep" / "pk50_pad2_reflect_mimetic",
     "PyTorch peer, same recipe (28 ep)": RESULTS / "torch_peer_60min",
 }
 

@@ -17,6 +17,7 @@ HEAD_TYPES = ("linear", "pre-logits")
 GELU_FORMS = ("tanh", "erf")
 POS_EMBEDS = ("learned-1d", "learned-2d", "sincos2d", "none")
 CLASSIFIERS = ("token", "gap")
+ATTN_INITS = ("xavier", "mimetic")
 
 
 MAX_DEPTH = 1024            # ViT-H has 32 blocks, ViT-22B 48
@@ -59,6 +60,12 @@ class ViTConfig:
                 drawn after E_pos is added (the class token always stays); the encoder
                 then costs about that fraction of a full step. Evaluation sees all N
                 tokens. 1 = off.
+    attn_init:  initialisation of the attention kernels: ``"xavier"`` (the official
+                model: each of q, k, v and the output projection Xavier-uniform) or
+                ``"mimetic"`` (Trockman & Kolter 2023: each head's W_q·W_kᵀ starts near
+                0.7·Z + 0.7·I and W_v·W_o near 0.4·Z − 0.4·I, Z random with variance 1/D,
+                so the untrained layers already attend to similar tokens, as trained
+                ones do; a start for short runs on small data sets).
     """
 
     image_size: int = 32
@@ -78,6 +85,7 @@ class ViTConfig:
     dropout: float = 0.0
     drop_path: float = 0.0
     patch_keep: float = 1.0
+    attn_init: str = "xavier"
 
     def __post_init__(self):
         self.validate()
@@ -158,6 +166,8 @@ class ViTConfig:
                               f"(sin and cos of each axis, D/4 frequencies), got D={self.dim}")
         if self.classifier not in CLASSIFIERS:
             raise ConfigError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
+        if self.attn_init not in ATTN_INITS:
+            raise ConfigError(f"attn_init must be one of {ATTN_INITS}, got {self.attn_init!r}")
         for name in ("dropout", "drop_path"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:

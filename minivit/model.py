@@ -91,17 +91,63 @@ def _lecun_normal(rng, fan_in, shape):
     return x * std
 
 
+# Mimetic initialisation (Trockman & Kolter, "Mimetic Initialization of Self-Attention
+# Layers", ICML 2023): the (α, β) of the paper's ViT experiments.
+MIMETIC_QK = (0.7, 0.7)      # W_q·W_kᵀ ≈ α·Z + β·I: a token attends to similar tokens
+MIMETIC_VO = (0.4, -0.4)     # W_v·W_o ≈ α·Z − β·I: trained ViTs' value-output products
+                             # have a negative diagonal
+
+
+def _block_index(name: str) -> int:
+    """ℓ of a parameter named ``blocks.ℓ.…``."""
+    return int(name.split(".")[1])
+
+
+def _mimetic_factors(rng, D, alpha, beta):
+    """L, R: (D, D) with L @ R = alpha·Z + beta·I exactly, Z uniform with variance 1/D.
+
+    The SVD M = U·S·Vᵀ is split evenly, L = U·√S and R = √S·Vᵀ, so the leading k columns
+    of L times the leading k rows of R are the best rank-k approximation of M (the
+    Eckart–Young theorem): what one head of width D_h = k can hold."""
+    limit = math.sqrt(3.0 / D)                 # uniform(±√(3/D)) has variance 1/D
+    M = alpha * rng.uniform(-limit, limit, size=(D, D)) + beta * np.eye(D)
+    U, S, Vt = np.linalg.svd(M)
+    root = np.sqrt(S)
+    return U * root, root[:, None] * Vt
+
+
+def _mimetic_attention(rng, D, H):
+    """qkv: (D, 3D) and proj: (D, D) kernels (stored (in, out), used as x @ W) whose
+    products mimic a trained layer's. Head h (columns h·D_h … (h+1)·D_h of q and of k)
+    gets its own Z: q_h·k_hᵀ = x_i·(W_q^h·W_k^hᵀ)·x_jᵀ, the rank-D_h part of 0.7·Z_h + 0.7·I.
+    One Z for V·O, exactly: Σ_h W_v^h·W_o^h = W_v·W_o = 0.4·Z − 0.4·I."""
+    Dh = D // H
+    Wq, Wk = np.empty((D, D)), np.empty((D, D))
+    for h in range(H):
+        L, R = _mimetic_factors(rng, D, *MIMETIC_QK)
+        cols = slice(h * Dh, (h + 1) * Dh)
+        Wq[:, cols] = L[:, :Dh]
+        Wk[:, cols] = R[:Dh, :].T
+    Wv, Wo = _mimetic_factors(rng, D, *MIMETIC_VO)
+    return np.concatenate([Wq, Wk, Wv], axis=1), Wo
+
+
 def init_params(config: ViTConfig, seed=0) -> dict[str, np.ndarray]:
     """Official-style initialisation (REFERENCE.md §2), float64 host arrays.
 
     Position embeddings normal(0.02); class token zeros; patch embedding and pre-logits
     LeCun normal (Flax's default for conv/dense); attention and MLP kernels Xavier-uniform
     (each of q, k, v as its own D×D kernel); MLP biases normal(1e-6); LayerNorm 1/0;
-    other biases and the head zero.
+    other biases and the head zero. With ``attn_init="mimetic"`` the attention kernels
+    are drawn by :func:`_mimetic_attention` instead (from a second generator, so every
+    other parameter is the same as with Xavier).
     """
     rng = np.random.default_rng(seed)
     D = config.dim
     p = {}
+    if config.attn_init == "mimetic":
+        mimetic_rng = np.random.default_rng([seed, 1])
+        mimetic = [_mimetic_attention(mimetic_rng, D, config.heads) for _ in range(config.depth)]
     for name, shape in config.param_shapes().items():
         if name == "patch_embed.weight":
             p[name] = _lecun_normal(rng, config.patch_dim, shape)
@@ -110,8 +156,12 @@ def init_params(config: ViTConfig, seed=0) -> dict[str, np.ndarray]:
         elif name.endswith("attn.qkv.weight"):
             p[name] = np.concatenate([_xavier_uniform(rng, D, D, (D, D)) for _ in range(3)],
                                      axis=1)
+            if config.attn_init == "mimetic":
+                p[name] = mimetic[_block_index(name)][0]
         elif name.endswith("attn.proj.weight") or name.endswith(("fc1.weight", "fc2.weight")):
             p[name] = _xavier_uniform(rng, shape[0], shape[1], shape)
+            if config.attn_init == "mimetic" and name.endswith("attn.proj.weight"):
+                p[name] = mimetic[_block_index(name)][1]
         elif name.endswith(("fc1.bias", "fc2.bias")):
             p[name] = rng.normal(0.0, 1e-6, size=shape)
         elif name == "pre_logits.weight":

@@ -194,14 +194,14 @@ def test_cli_train_with_every_knob(tmp_path):
            "--limit-test", "32", "--image-size", "8", "--patch-size", "4", "--dim", "16",
            "--depth", "2", "--heads", "2", "--mlp-dim", "32", "--classifier", "gap",
            "--pos-embed", "sincos2d", "--dropout", "0.1", "--drop-path", "0.1", "--patch-keep", "0.5",
-           "--ema-decay", "0.9", "--epochs", "1", "--batch-size", "16", "--backend", "numpy",
+           "--attn-init", "mimetic", "--ema-decay", "0.9", "--epochs", "1", "--batch-size", "16", "--backend", "numpy",
            "--no-progress", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     ck = load_checkpoint(out / "checkpoint.npz")
     c = ck["config"]
-    assert (c.classifier, c.pos_embed, c.dropout, c.drop_path, c.patch_keep) == \
-        ("gap", "sincos2d", 0.1, 0.1, 0.5)
+    assert (c.classifier, c.pos_embed, c.dropout, c.drop_path, c.patch_keep, c.attn_init) == \
+        ("gap", "sincos2d", 0.1, 0.1, 0.5, "mimetic")
     assert ck["meta"]["settings"]["ema_decay"] == 0.9 and ck["ema"]
     row = json.loads(open(out / "metrics.jsonl").readline())
     assert row["train_flops"] == 4 * 16 * c.train_flops_per_image()

@@ -178,6 +178,7 @@ def test_flops_count_the_issue_figure():
     (dict(patch_keep=True), "patch_keep must be a fraction"),
     (dict(pos_embed="sincos2d", dim=6, heads=2), "D divisible by 4 and >= 8.*D=6"),
     (dict(pos_embed="sincos2d", dim=4, heads=2), "D=4"),
+    (dict(attn_init="orthogonal"), r"attn_init must be one of \('xavier', 'mimetic'\), got 'orthogonal'"),
 ])
 def test_config_refuses_bad_knobs(kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -185,14 +186,51 @@ def test_config_refuses_bad_knobs(kw, match):
 
 
 def test_config_round_trips_new_fields():
-    c = tiny_config(classifier="gap", pos_embed="sincos2d", dropout=0.1, drop_path=0.2)
+    c = tiny_config(classifier="gap", pos_embed="sincos2d", dropout=0.1, drop_path=0.2,
+                    attn_init="mimetic")
     assert ViTConfig.from_json(c.to_json()) == c
     # a config written before these fields existed still loads, with the defaults
     old = {k: v for k, v in c.to_dict().items()
-           if k not in ("classifier", "dropout", "drop_path")}
+           if k not in ("classifier", "dropout", "drop_path", "attn_init")}
     old["pos_embed"] = "learned-1d"
     d = ViTConfig.from_dict(old)
-    assert (d.classifier, d.dropout, d.drop_path) == ("token", 0.0, 0.0)
+    assert (d.classifier, d.dropout, d.drop_path, d.attn_init) == ("token", 0.0, 0.0, "xavier")
+
+
+@pytest.mark.parametrize("D,H", [(128, 4), (48, 3)])
+def test_mimetic_init_products(D, H):
+    """Trockman & Kolter's targets: each head's W_q·W_kᵀ is the best rank-D_h part of
+    0.7·Z + 0.7·I (a positive diagonal), W_v·W_o = 0.4·Z − 0.4·I exactly, Z of variance
+    1/D; every other parameter is the Xavier model's, draw for draw."""
+    from minivit.model import init_params
+    mim = init_params(tiny_config(dim=D, heads=H, depth=2, attn_init="mimetic"), seed=3)
+    xav = init_params(tiny_config(dim=D, heads=H, depth=2), seed=3)
+    Dh = D // H
+    for layer in range(2):
+        W = mim[f"blocks.{layer}.attn.qkv.weight"]
+        Wq, Wk, Wv = W[:, :D], W[:, D:2 * D], W[:, 2 * D:]
+        Wo = mim[f"blocks.{layer}.attn.proj.weight"]
+        VO = Wv @ Wo
+        off = VO - np.diag(np.diag(VO))
+        assert np.trace(VO) / D == pytest.approx(-0.4, abs=0.4 * 3 / D)
+        assert off.std() == pytest.approx(0.4 / math.sqrt(D), rel=0.1)
+        for h in range(H):
+            cols = slice(h * Dh, (h + 1) * Dh)
+            P = Wq[:, cols] @ Wk[:, cols].T
+            assert np.linalg.matrix_rank(P) == Dh
+            # the rank-D_h part of 0.7·(Z + I) keeps the largest singular directions,
+            # where I and Z align: a clearly positive mean diagonal (about 0.32 at
+            # D = 128, D_h = 32), against about 0 for Xavier's independent q and k
+            assert np.trace(P) / D > 0.2
+            Xq, Xk = (xav[f"blocks.{layer}.attn.qkv.weight"][:, o:o + D][:, cols]
+                      for o in (0, D))
+            assert abs(np.trace(Xq @ Xk.T) / D) < 0.1
+        # the two heads' Z are independent draws: their products differ
+        assert not np.allclose(Wq[:, :Dh] @ Wk[:, :Dh].T, Wq[:, Dh:2 * Dh] @ Wk[:, Dh:2 * Dh].T)
+    others = [k for k in xav if not k.endswith(("attn.qkv.weight", "attn.proj.weight"))]
+    assert others and all(np.array_equal(mim[k], xav[k]) for k in others)
+    again = init_params(tiny_config(dim=D, heads=H, depth=2, attn_init="mimetic"), seed=3)
+    assert all(np.array_equal(again[k], mim[k]) for k in mim)
 
 
 def test_drop_path_rates_linear_rule():
