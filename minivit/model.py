@@ -98,11 +98,6 @@ MIMETIC_VO = (0.4, -0.4)     # W_v·W_o ≈ α·Z − β·I: trained ViTs' value
                              # have a negative diagonal
 
 
-def _block_index(name: str) -> int:
-    """ℓ of a parameter named ``blocks.ℓ.…``."""
-    return int(name.split(".")[1])
-
-
 def _mimetic_factors(rng, D, alpha, beta):
     """L, R: (D, D) with L @ R = alpha·Z + beta·I exactly, Z uniform with variance 1/D.
 
@@ -145,9 +140,6 @@ def init_params(config: ViTConfig, seed=0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     D = config.dim
     p = {}
-    if config.attn_init == "mimetic":
-        mimetic_rng = np.random.default_rng([seed, 1])
-        mimetic = [_mimetic_attention(mimetic_rng, D, config.heads) for _ in range(config.depth)]
     for name, shape in config.param_shapes().items():
         if name == "patch_embed.weight":
             p[name] = _lecun_normal(rng, config.patch_dim, shape)
@@ -156,12 +148,8 @@ def init_params(config: ViTConfig, seed=0) -> dict[str, np.ndarray]:
         elif name.endswith("attn.qkv.weight"):
             p[name] = np.concatenate([_xavier_uniform(rng, D, D, (D, D)) for _ in range(3)],
                                      axis=1)
-            if config.attn_init == "mimetic":
-                p[name] = mimetic[_block_index(name)][0]
         elif name.endswith("attn.proj.weight") or name.endswith(("fc1.weight", "fc2.weight")):
             p[name] = _xavier_uniform(rng, shape[0], shape[1], shape)
-            if config.attn_init == "mimetic" and name.endswith("attn.proj.weight"):
-                p[name] = mimetic[_block_index(name)][1]
         elif name.endswith(("fc1.bias", "fc2.bias")):
             p[name] = rng.normal(0.0, 1e-6, size=shape)
         elif name == "pre_logits.weight":
@@ -170,6 +158,11 @@ def init_params(config: ViTConfig, seed=0) -> dict[str, np.ndarray]:
             p[name] = np.ones(shape)
         else:                               # biases, class token, head
             p[name] = np.zeros(shape)
+    if config.attn_init == "mimetic":      # replaces the Xavier draws, after them
+        mimetic_rng = np.random.default_rng([seed, 1])
+        for i in range(config.depth):
+            qkv, proj = _mimetic_attention(mimetic_rng, D, config.heads)
+            p[f"blocks.{i}.attn.qkv.weight"], p[f"blocks.{i}.attn.proj.weight"] = qkv, proj
     return p
 
 
