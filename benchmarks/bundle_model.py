@@ -1,8 +1,8 @@
 """Ship a trained run as one of the package's models (minivit/weights/NAME.npz; NAME
-cifar10-tiny is ``default``, hybrid-pool is ``hybrid``, resnet-20 is ``resnet``: see
+cifar10-vit is ``default``, hybrid-pool is ``hybrid``, resnet-20 is ``resnet``: see
 minivit.hub.ALIASES).
 
-    python benchmarks/bundle_model.py runs/cifar10-60min --command "minivit train ..."
+    python benchmarks/bundle_model.py runs/cifar10-60min --name cifar10-vit --command "minivit train ..."
     python benchmarks/bundle_model.py runs/knob_ablation_r9c/pool_a_s16_10ep \
         --name hybrid-pool --command "python benchmarks/knob_ablation.py ..."
 
@@ -23,8 +23,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="training output directory (checkpoint.npz, metrics.jsonl)")
     ap.add_argument("--command", default="", help="the command that trained it")
-    ap.add_argument("--name", default="cifar10-tiny",
-                    help="file name in minivit/weights (default cifar10-tiny, the default model)")
+    ap.add_argument("--name", default="cifar10-vit",
+                    help="file name in minivit/weights (default cifar10-vit, the default model)")
     ap.add_argument("--out", default=None, help="another path instead of minivit/weights/NAME.npz")
     a = ap.parse_args()
     a.out = a.out or str(WEIGHTS / f"{a.name}.npz")

@@ -271,7 +271,8 @@ def main(argv=None):
                  seed=args.seed)
         s.update(settings_kw)
         s.setdefault("epochs", epochs_for_budget(budget, config, n_train, s["batch_size"],
-                                                 within=within))
+                                                 within=within,
+                                                 full_token_epochs=s.get("full_token_epochs", 0)))
         if s["epochs"] < 4 and "warmup_epochs" not in s:
             s["warmup_epochs"] = s["epochs"] / 2
         t0 = time.perf_counter()

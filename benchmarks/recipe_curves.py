@@ -38,6 +38,8 @@ DEFAULT_RUNS = {
         RESULTS / "cifar10_60min_d6m",
     "minivit, 30-min budget, pk50 + reflect crops + mimetic (29 ep)":
         RESULTS / "knob_ablation_14ep" / "pk50_pad2_reflect_mimetic",
+    "minivit, 30-min budget, the same + last 2 epochs on every token (27 ep)":
+        RESULTS / "knob_ablation_14ep" / "pk50_pad2_reflect_mimetic_ft2",
     "PyTorch peer, same recipe (28 ep)": RESULTS / "torch_peer_60min",
 }
 

@@ -257,10 +257,12 @@ class ViTConfig:
         f += 2 * D * self.num_classes + (2 * D * D if self.head_type == "pre-logits" else 0)
         return f
 
-    def train_flops_per_image(self) -> int:
+    def train_flops_per_image(self, full_tokens: bool = False) -> int:
         """Forward + backward FLOPs of one training image: 3 × :meth:`flops_per_image`
-        over the tokens a training step keeps (:attr:`train_num_tokens`)."""
-        return 3 * self.flops_per_image(self.train_num_tokens)
+        over the tokens a training step keeps (:attr:`train_num_tokens`), or over every
+        token when ``full_tokens`` (patch dropout switched off: TrainSettings'
+        ``full_token_epochs``)."""
+        return 3 * self.flops_per_image(None if full_tokens else self.train_num_tokens)
 
     # ------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict:

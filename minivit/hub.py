@@ -17,18 +17,18 @@ from .errors import CheckpointError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # names accepted in place of a path -> file in WEIGHTS_DIR
-ALIASES = {"default": "cifar10-tiny", "hybrid": "hybrid-pool", "resnet": "resnet-20"}
+ALIASES = {"default": "cifar10-vit", "hybrid": "hybrid-pool", "resnet": "resnet-20"}
 RUN_CHECKPOINT = "checkpoint.npz"           # what minivit train/pretrain/finetune write
 MPP = "masked-patch-prediction"
 
 
 def bundled_models() -> list[str]:
-    """Names of the checkpoints shipped inside the package (e.g. ``["cifar10-tiny"]``)."""
+    """Names of the checkpoints shipped inside the package (e.g. ``["cifar10-vit", "hybrid-pool"]``)."""
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.npz"))
 
 
 def bundled_checkpoint(name: str = "default") -> Path:
-    """Path of a bundled model by name (``default`` = ``cifar10-tiny``). Raises
+    """Path of a bundled model by name (``default`` = ``cifar10-vit``, the best plain ViT). Raises
     CheckpointError naming the shipped ones when there is no such model."""
     stem = ALIASES.get(name, name)
     path = WEIGHTS_DIR / f"{stem}.npz"
@@ -50,7 +50,7 @@ def resolve_checkpoint(spec=None) -> Path:
     """The checkpoint file a user means by ``spec``:
 
     * None or ``"default"``: the bundled CIFAR-10 model; the name of another bundled model
-      (``"cifar10-tiny"``, ``"hybrid"``, ``"resnet"``) when no file or folder of that name
+      (``"cifar10-vit"``, ``"hybrid"``, ``"resnet"``) when no file or folder of that name
       exists here;
     * a folder: its ``checkpoint.npz`` (a run folder of ``minivit train``);
     * anything else: the path itself.
@@ -63,7 +63,7 @@ def resolve_checkpoint(spec=None) -> Path:
     text = str(spec)
     path = Path(text).expanduser()
     # "default" always means the bundled model; another bundled name ("hybrid",
-    # "cifar10-tiny") only when no file or folder of that name is here, so a run folder
+    # "cifar10-vit") only when no file or folder of that name is here, so a run folder
     # called hybrid/ stays the user's
     if text == "default" or (not path.exists() and (text in ALIASES or text in bundled_models())):
         return bundled_checkpoint(text)

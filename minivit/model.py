@@ -203,6 +203,9 @@ class ViT:
         self._cache: dict = {}
         self.keep_attention = False
         self.last_attention: list = []
+        # True turns patch dropout off in training steps: the trainer's last
+        # ``full_token_epochs`` train on every patch token (TrainSettings.full_token_epochs)
+        self.full_tokens = False
 
     # ------------------------------------------------------------------ parameters
     def load_params(self, host_params: dict, strict=True):
@@ -450,10 +453,12 @@ class ViT:
         (B, T, M); with drop_path alone the branch masks are (B, 1, 1). T = K + 1 tokens
         (K with GAP; K = N without patch dropout). Sites with rate 0 are absent. With
         patch_keep < 1 also ``keep``: host int64 (B, T), the token positions each image
-        keeps (:func:`minivit.ops.patch_keep_indices`, from a stream of its own).
+        keeps (:func:`minivit.ops.patch_keep_indices`, from a stream of its own), unless
+        ``self.full_tokens`` (then T is every token, as in evaluation).
         """
         c, dt = self.config, self.dtype
-        T, D, M = c.train_num_tokens, c.dim, c.mlp_dim
+        drop_patches = self._drops_patches()
+        T, D, M = (c.train_num_tokens if drop_patches else c.num_tokens), c.dim, c.mlp_dim
         sites = []                  # (name, one image's dropout shape or None, path rate)
         if c.dropout:
             sites.append(("embed", (T, D), 0.0))
@@ -472,13 +477,17 @@ class ViT:
                 if path:
                     m = m * drop_path_mask(rng, 1, path, dt)[0]
                 masks[name][b] = m
-        if c.patch_keep < 1:
+        if drop_patches:
             token = c.classifier == "token"
             masks["keep"] = np.stack([
                 patch_keep_indices(np.random.default_rng(
                     [_PATCH_KEEP_STREAM, *(int(k) for k in rng_key), int(first_row) + b]),
                     c.num_patches, c.train_num_patches, token) for b in range(batch)])
         return masks
+
+    def _drops_patches(self) -> bool:
+        """Whether a training step keeps only some patch tokens (patch dropout)."""
+        return self.config.patch_keep < 1 and not self.full_tokens
 
     # ------------------------------------------------------------------ whole model
     def clear_cache(self):
@@ -496,7 +505,7 @@ class ViT:
         self.clear_cache()
         self.last_masks = {}
         c = self.config
-        if rng_key is not None and (c.dropout or c.drop_path or c.patch_keep < 1):
+        if rng_key is not None and (c.dropout or c.drop_path or self._drops_patches()):
             refuse_on_cuda(c, getattr(self.be, "name", ""))     # trainers refuse up front
             host = self.draw_masks(rng_key, batch, first_row)
             self.last_masks = host

@@ -82,16 +82,32 @@ __all__ = ["KINDS", "all_presets", "preset_kind", "config_from_preset", "model_k
            "config_from_dict", "build_model", "state_shapes"]
 
 
-def epoch_flops(config, n_train: int, batch_size: int) -> int:
+def train_flops(config, images: int, full_token_images: int = 0) -> int:
+    """Training FLOPs (forward + backward) of ``images`` training images of ``config``
+    (any family), of which the last ``full_token_images`` trained on every patch token
+    (a ViT's patch dropout switched off: TrainSettings' ``full_token_epochs``)."""
+    if not full_token_images:               # a conv model's per-image FLOPs take no flag
+        return images * config.train_flops_per_image()
+    return ((images - full_token_images) * config.train_flops_per_image()
+            + full_token_images * config.train_flops_per_image(full_tokens=True))
+
+
+def epoch_flops(config, n_train: int, batch_size: int, full_tokens: bool = False) -> int:
     """Training FLOPs of one epoch of ``config`` (any family): full batches only (the
-    trainer drops the last partial one) × ``train_flops_per_image`` (forward + backward)."""
-    return (n_train // batch_size) * batch_size * config.train_flops_per_image()
+    trainer drops the last partial one) × ``train_flops_per_image`` (forward + backward);
+    ``full_tokens``: an epoch on every patch token (no patch dropout)."""
+    images = (n_train // batch_size) * batch_size
+    return train_flops(config, images, images if full_tokens else 0)
 
 
 def epochs_for_budget(budget: float, config, n_train: int, batch_size: int,
-                      within: bool = False) -> int:
+                      within: bool = False, full_token_epochs: int = 0) -> int:
     """Whole epochs whose training compute is closest to ``budget`` FLOP (at least 1): how
     equal-compute comparisons give each model its own schedule. ``within``: the most whole
-    epochs that do not spend more than ``budget`` (a target stated as "within X FLOP")."""
-    epochs = budget / epoch_flops(config, n_train, batch_size)
-    return max(1, math.floor(epochs + 1e-9) if within else round(epochs))
+    epochs that do not spend more than ``budget`` (a target stated as "within X FLOP").
+    full_token_epochs: the last K of them cost an epoch on every patch token; at least K
+    epochs are returned."""
+    K = full_token_epochs
+    rest = budget - K * epoch_flops(config, n_train, batch_size, full_tokens=bool(K))
+    epochs = K + rest / epoch_flops(config, n_train, batch_size)
+    return max(1, K, math.floor(epochs + 1e-9) if within else round(epochs))

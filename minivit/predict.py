@@ -15,9 +15,7 @@ import numpy as np
 
 from .data.images import IMAGE_SUFFIXES, load_image, read_image, resize_rgb  # noqa: F401
 from .errors import DataError
-from .hub import WEIGHTS_DIR, bundled_checkpoint
-
-BUNDLED = WEIGHTS_DIR / "cifar10-tiny.npz"
+from .hub import bundled_checkpoint
 
 
 def default_checkpoint() -> Path:

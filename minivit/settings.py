@@ -104,6 +104,11 @@ class TrainSettings(_Settings):
                      every optimizer step, θ̄ ← β·θ̄ + (1 − β)·θ with β = this (e.g.
                      0.999; 0: off); evaluated each epoch beside the raw weights
                      (ema_test_acc in metrics.jsonl) and checkpointed (ema/ keys).
+    full_token_epochs: with patch dropout (the model's patch_keep < 1), the last K epochs
+                     train on every patch token, so that the model meets the
+                     full-length sequences of evaluation before the run ends (the
+                     "unmasked tuning" of Li et al. 2023, FLIP); train_flops counts those
+                     epochs at full length. 0: patch dropout to the end.
     """
 
     KIND = "training"
@@ -137,6 +142,7 @@ class TrainSettings(_Settings):
     eval_batch_size: int = 500
     eval_every: int = 1
     ema_decay: float = 0.0
+    full_token_epochs: int = 0
 
     def validate(self):
         """Raise ConfigError naming any setting out of range."""
@@ -191,6 +197,9 @@ class TrainSettings(_Settings):
               f"ema decay must lie in [0, 1) (0: off), got {self.ema_decay!r}")
         _need(not (self.ema_decay and self.backend == "cuda"),
               "ema_decay is not supported on the cuda backend yet")
+        _need(_is_int(self.full_token_epochs) and 0 <= self.full_token_epochs <= self.epochs,
+              f"full_token_epochs must be an int in [0, epochs={self.epochs}], "
+              f"got {self.full_token_epochs!r}")
         return self
 
     @property

@@ -187,6 +187,10 @@ class _Run:
         if models.model_kind(config) != "vit":
             get_conv_ops(s.backend)         # a conv model on --backend cuda: one line, now
         self.config, self.s, self.ds = config, s.validate(), ds.validate()
+        if s.full_token_epochs and not getattr(config, "patch_keep", 1.0) < 1:
+            raise ConfigError(f"full_token_epochs={s.full_token_epochs} switches patch dropout "
+                              f"off for the last epochs, but this model has none (its "
+                              f"patch_keep is 1; e.g. --patch-keep 0.5)")
         if objective.settings is not None:
             objective.settings.validate()
 
@@ -380,6 +384,12 @@ class _Trainer:
         """Steps from the saved batch to the end of the epoch (or a signal); returns the
         index of the next batch."""
         self.loader.set_epoch(self.epoch, self.batch0)
+        K = self.s.full_token_epochs
+        if K:                           # the last K epochs: every patch token (settings.py)
+            self.model.full_tokens = self.epoch >= self.s.epochs - K
+            if self.epoch == self.s.epochs - K and self.batch0 == 0:
+                self.log(f"epoch {self.epoch + 1}: patch dropout off for the last {K} "
+                         f"epoch{'s' * (K != 1)} (every patch token)")
         bar = self.tqdm(total=self.spe, initial=self.batch0, unit="batch", leave=True,
                         desc=f"epoch {self.epoch + 1}/{self.s.epochs}", dynamic_ncols=True,
                         file=sys.stderr)
@@ -464,7 +474,7 @@ class _Trainer:
                "elapsed_s": self.elapsed,
                # cumulative training compute: matmul + attention FLOPs of forward and
                # backward, 3 × forward (ViTConfig.train_flops_per_image)
-               "train_flops": self.step * s.batch_size * self.r.config.train_flops_per_image()}
+               "train_flops": self._train_flops()}
         if self.ema is not None:
             row["ema_test_loss"], row["ema_test_acc"] = ev_ema["loss"], ev_ema["acc"]
         self.history.append(row)
@@ -480,6 +490,14 @@ class _Trainer:
         self._save(self.epoch, 0)
         if self.r.out:                                          # [mpi hook 7]
             self.comm.on_root(_append_jsonl, self.r.out / "metrics.jsonl", row)
+
+    def _train_flops(self) -> int:
+        """Training FLOPs of the steps so far; the steps of the last ``full_token_epochs``
+        epochs count every patch token."""
+        s = self.s
+        full_from = (s.epochs - s.full_token_epochs) * self.spe     # first full-token step
+        return models.train_flops(self.r.config, self.step * s.batch_size,
+                                  max(0, self.step - full_from) * s.batch_size)
 
     def _evaluate(self) -> dict:
         """{"loss", "acc"} of the model's current weights on the test split, each MPI rank

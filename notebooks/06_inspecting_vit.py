@@ -47,8 +47,8 @@ setup()
 # %% [markdown]
 # ## The model
 #
-# The bundled checkpoint (`minivit/weights/cifar10-tiny.npz`, cifar10-tiny trained for
-# many epochs) when it is shipped; otherwise the run of notebook 05; otherwise a short
+# The bundled checkpoint (`minivit/weights/cifar10-vit.npz`, the package's best plain ViT,
+# trained on all of CIFAR-10) when it is shipped; otherwise the run of notebook 05; otherwise a short
 # run trained here. A barely trained model shows only the beginnings of the structure the
 # paper describes — keep that in mind when reading the verdicts.
 

@@ -1,4 +1,4 @@
-"""The small CIFAR-10 model shipped inside the package (minivit/weights/cifar10-tiny.npz):
+"""The small CIFAR-10 model shipped inside the package (minivit/weights/cifar10-vit.npz):
 it loads, is small, and really classifies CIFAR-10; predict and eval use it by default."""
 import json
 from pathlib import Path

@@ -158,6 +158,61 @@ def test_train_flops_logged_on_every_line(tmp_path):
     assert r["ema"] is None
 
 
+def test_full_token_epochs_switch_patch_dropout_off_at_the_end(tmp_path, monkeypatch):
+    """The last full_token_epochs epochs train on every patch token: their steps draw no
+    kept positions, their train_flops count all N tokens, the epochs before them are the
+    patch-dropout run's exactly, and a run stopped at the switch resumes bit-exactly."""
+    kw = dict(epochs=3, **{**FAST, "ema_decay": 0.0}, **QUIET)
+    kept = []                                        # per training step: patch dropout on?
+    real = ViT.begin_forward
+
+    def spy(self, batch, keep_attention=False, rng_key=None, first_row=0):
+        real(self, batch, keep_attention, rng_key, first_row)
+        if rng_key is not None:
+            kept.append("keep" in self._masks)
+    monkeypatch.setattr(ViT, "begin_forward", spy)
+    a = train(CFG, data=DATA, out_dir=tmp_path / "a", full_token_epochs=1, **kw)
+    assert kept == [True] * 12 + [False] * 6         # 6 steps per epoch
+    monkeypatch.setattr(ViT, "begin_forward", real)
+    rows = [json.loads(l) for l in open(tmp_path / "a" / "metrics.jsonl")]
+    p = 16 * 3 * CFG.flops_per_image(tokens=CFG.train_num_tokens)
+    f = 16 * 3 * CFG.flops_per_image()
+    assert p < f and f == 16 * CFG.train_flops_per_image(full_tokens=True)
+    assert [row["train_flops"] for row in rows] == [6 * p, 12 * p, 12 * p + 6 * f]
+    # before the switch: the patch-dropout run; after it: another model
+    b = train(CFG, data=DATA, **kw)
+    assert [h["train_loss"] for h in a["history"][:2]] == [h["train_loss"] for h in b["history"][:2]]
+    assert a["history"][2]["train_loss"] != b["history"][2]["train_loss"]
+    assert not np.array_equal(a["model"].state_dict()["head.weight"],
+                              b["model"].state_dict()["head.weight"])
+    # stopped at the switch, resumed: bit-identical; the flag is part of the saved settings
+    train(CFG, data=DATA, out_dir=tmp_path / "c", full_token_epochs=1, stop_after_epochs=2, **kw)
+    c = train(CFG, data=DATA, out_dir=tmp_path / "c", resume=True, **QUIET)
+    for k, v in a["model"].state_dict().items():
+        assert np.array_equal(v, c["model"].state_dict()[k]), k
+    assert c["settings"].full_token_epochs == 1
+
+
+def test_full_token_epochs_refusals_and_budget():
+    from minivit.models import epoch_flops, epochs_for_budget
+    with pytest.raises(ConfigError, match=r"^full_token_epochs must be an int in \[0, epochs=3\], got 4$"):
+        TrainSettings(epochs=3, full_token_epochs=4).validate()
+    with pytest.raises(ConfigError, match="got -1"):
+        TrainSettings(epochs=3, full_token_epochs=-1).validate()
+    with pytest.raises(ConfigError, match=r"^full_token_epochs=1 switches patch dropout off .* "
+                                          r"this model has none \(its patch_keep is 1"):
+        train(CFG.replace(patch_keep=1.0), data=DATA, epochs=2, full_token_epochs=1,
+              **{**FAST, "ema_decay": 0.0}, **QUIET)
+    # an equal-compute schedule: K full-token epochs cost more, so fewer epochs fit
+    keep, full = epoch_flops(CFG, 96, 16), epoch_flops(CFG, 96, 16, full_tokens=True)
+    budget = 10 * keep
+    assert epochs_for_budget(budget, CFG, 96, 16) == 10
+    want = 2 + (budget - 2 * full) / keep
+    assert epochs_for_budget(budget, CFG, 96, 16, full_token_epochs=2) == round(want) < 10
+    assert epochs_for_budget(budget, CFG, 96, 16, within=True, full_token_epochs=2) == int(want)
+    assert epochs_for_budget(keep, CFG, 96, 16, full_token_epochs=3) == 3   # at least K
+
+
 def test_dropout_changes_training_and_is_seeded(tmp_path):
     """Dropout really acts in training steps (a run differs from the dropout-free one),
     and two runs with the same seed are identical."""
@@ -194,7 +249,8 @@ def test_cli_train_with_every_knob(tmp_path):
            "--limit-test", "32", "--image-size", "8", "--patch-size", "4", "--dim", "16",
            "--depth", "2", "--heads", "2", "--mlp-dim", "32", "--classifier", "gap",
            "--pos-embed", "sincos2d", "--dropout", "0.1", "--drop-path", "0.1", "--patch-keep", "0.5",
-           "--attn-init", "mimetic", "--ema-decay", "0.9", "--epochs", "1", "--batch-size", "16", "--backend", "numpy",
+           "--attn-init", "mimetic", "--ema-decay", "0.9", "--full-token-epochs", "1", "--epochs", "1",
+           "--batch-size", "16", "--backend", "numpy",
            "--no-progress", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -203,8 +259,9 @@ def test_cli_train_with_every_knob(tmp_path):
     assert (c.classifier, c.pos_embed, c.dropout, c.drop_path, c.patch_keep, c.attn_init) == \
         ("gap", "sincos2d", 0.1, 0.1, 0.5, "mimetic")
     assert ck["meta"]["settings"]["ema_decay"] == 0.9 and ck["ema"]
+    assert ck["meta"]["settings"]["full_token_epochs"] == 1
     row = json.loads(open(out / "metrics.jsonl").readline())
-    assert row["train_flops"] == 4 * 16 * c.train_flops_per_image()
+    assert row["train_flops"] == 4 * 16 * c.train_flops_per_image(full_tokens=True)   # K = 1
     assert "ema_test_acc" in row
     bad = subprocess.run(cmd[:-2] + ["--dropout", "1.5", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, timeout=300)

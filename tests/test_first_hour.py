@@ -147,8 +147,8 @@ def test_default_and_run_folders_are_accepted(tmp_path):
     run_dir = tmp_path / "runs" / "demo"
     save_checkpoint(run_dir / "checkpoint.npz", ViT(CIFAR_SHAPED))
     assert resolve_checkpoint(run_dir) == run_dir / "checkpoint.npz"
-    assert resolve_checkpoint("default").name == "cifar10-tiny.npz"
-    assert resolve_checkpoint("cifar10-tiny") == resolve_checkpoint("default")
+    assert resolve_checkpoint("default").name == "cifar10-vit.npz"
+    assert resolve_checkpoint("cifar10-vit") == resolve_checkpoint("default")
     r = run("inspect", run_dir, "--out", tmp_path / "j", "--images", "1", cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / "j" / "attention_layer1.png").is_file(), r.stderr
     line = one_error_line(run("eval", tmp_path, cwd=tmp_path), "eval")
@@ -158,14 +158,14 @@ def test_default_and_run_folders_are_accepted(tmp_path):
 @needs_data
 def test_eval_default_finds_data_like_make_and_writes_to_a_named_folder(tmp_path):
     """$MINIVIT_DATA_DIR (what `make` points at with --data-dir) is found; the bundled
-    model's outputs go to runs/eval-cifar10-tiny/, said on stdout, not into the cwd."""
+    model's outputs go to runs/eval-cifar10-vit/, said on stdout, not into the cwd."""
     r = run("eval", "default", "--limit", "20", "--backend", "numpy", cwd=tmp_path,
             env={"MINIVIT_DATA_DIR": str(DATA)})
     assert r.returncode == 0, r.stderr
-    out = tmp_path / "runs" / "eval-cifar10-tiny"
+    out = tmp_path / "runs" / "eval-cifar10-vit"
     assert (out / "eval.json").is_file() and (out / "confusion.png").is_file()
     assert not (tmp_path / "eval.json").exists() and not (tmp_path / "confusion.png").exists()
-    assert "runs/eval-cifar10-tiny" in r.stdout and "test accuracy" in r.stdout
+    assert "runs/eval-cifar10-vit" in r.stdout and "test accuracy" in r.stdout
     assert "evaluating" in r.stderr                      # 13: a progress bar
 
 

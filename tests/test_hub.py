@@ -15,11 +15,11 @@ CFG = ViTConfig(image_size=8, patch_size=4, dim=8, depth=1, heads=2, mlp_dim=8, 
 
 
 def test_bundled_names():
-    assert "cifar10-tiny" in bundled_models()
+    assert "cifar10-vit" in bundled_models()
     p = bundled_checkpoint("default")
-    assert p.name == "cifar10-tiny.npz" and p.is_file() and is_bundled(p)
+    assert p.name == "cifar10-vit.npz" and p.is_file() and is_bundled(p)
     assert resolve_checkpoint(None) == p == resolve_checkpoint("default")
-    with pytest.raises(CheckpointError, match=r"no bundled model 'imagenet'.*default, cifar10-tiny"):
+    with pytest.raises(CheckpointError, match=r"no bundled model 'imagenet'.*default, cifar10-vit"):
         bundled_checkpoint("imagenet")
 
 
@@ -33,10 +33,10 @@ def test_paths_and_run_folders(tmp_path, monkeypatch):
         resolve_checkpoint(tmp_path / "nope.npz")
     # a local file or folder named like a bundled model wins over the bundled one
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "cifar10-tiny").mkdir()
-    save_checkpoint(tmp_path / "cifar10-tiny" / "checkpoint.npz", ViT(CFG))
-    assert resolve_checkpoint("cifar10-tiny").parent.name == "cifar10-tiny"
-    assert not is_bundled(resolve_checkpoint("cifar10-tiny"))
+    (tmp_path / "cifar10-vit").mkdir()
+    save_checkpoint(tmp_path / "cifar10-vit" / "checkpoint.npz", ViT(CFG))
+    assert resolve_checkpoint("cifar10-vit").parent.name == "cifar10-vit"
+    assert not is_bundled(resolve_checkpoint("cifar10-vit"))
 
 
 def test_kind_and_refusal():

@@ -201,18 +201,18 @@ def test_file_claims_catch_the_old_statements():
     old.cells = [nbformat.v4.new_markdown_cell("the recipe that matters (REFERENCE.md §3)"),
                  nbformat.v4.new_code_cell("")]
     old.cells[1].outputs = [nbformat.v4.new_output(
-        "stream", text="No bundled checkpoint (minivit/weights/cifar10-tiny.npz) in this checkout.\n")]
+        "stream", text="No bundled checkpoint (minivit/weights/cifar10-vit.npz) in this checkout.\n")]
     old.cells[1].outputs.append(nbformat.v4.new_output(
         "stream", text="benchmarks/results/gpu.json not found: run  python benchmarks/gpu.py\n"))
     claims = list(_file_claims(old))
     assert [(r, a) for r, _, a in claims] == [("REFERENCE.md", False),
-                                              ("minivit/weights/cifar10-tiny.npz", True),
+                                              ("minivit/weights/cifar10-vit.npz", True),
                                               ("benchmarks/results/gpu.json", True),
                                               ("benchmarks/gpu.py", False)]
     files = _repo_files()
     names = {f.rsplit("/", 1)[-1] for f in files}
     assert not _exists("REFERENCE.md", files, names)
-    assert _exists("minivit/weights/cifar10-tiny.npz", files, names)
+    assert _exists("minivit/weights/cifar10-vit.npz", files, names)
 
 
 # A duration typed into the prose ("~1.5 h", "54 min") goes stale when the code or the
@@ -241,13 +241,18 @@ def test_notebook_05_quotes_the_bundled_model_and_its_committed_results():
     from minivit.checkpoint import load_model
     from minivit.predict import default_checkpoint
     from minivit.train import TrainSettings
-    summary = json.loads((REPO / "benchmarks/results/cifar10_60min/summary.json").read_text())
-    _, meta = load_model(default_checkpoint())
+    # the run folder the notebooks read (notebooks/_common.py: BUNDLED_RUN)
+    run = re.search(r'^BUNDLED_RUN = REPO / "benchmarks" / "results" / "(\w+)"$',
+                    (NB_DIR / "_common.py").read_text(), re.M).group(1)
+    summary = json.loads((REPO / "benchmarks/results" / run / "summary.json").read_text())
+    model, meta = load_model(default_checkpoint())
     # the shipped model is the committed run
     assert meta["train_command"] == summary["command"]
     assert meta["test_acc"] == summary["final_test_acc"] and meta["epoch"] == summary["epochs"]
     text = _text(_committed("05"))
     assert meta["train_command"] in text
+    c = model.config                        # the notebook trains the shipped architecture
+    assert f"{c.num_params():,} parameters: {c.depth} blocks of {c.heads} heads, D = {c.dim}" in text
     flags = dict(re.findall(r"--([\w-]+) (\S+)", summary["command"]))
     smoothing = float(flags.get("label-smoothing", TrainSettings().label_smoothing))
     assert f"{flags['epochs']} epochs, batch {flags['batch-size']}," in text
@@ -255,7 +260,7 @@ def test_notebook_05_quotes_the_bundled_model_and_its_committed_results():
     assert f"{100 * summary['final_test_acc']:.2f}% test accuracy after {summary['epochs']} epochs" in text
     assert f"in {summary['train_plus_eval_s'] / 60:.1f} min" in text
     # evaluated afresh on the full test set, the bundled model scores what its run recorded
-    assert re.search(rf"bundled model \(cifar10-tiny.npz, .*\): {100 * meta['test_acc']:.2f}% on "
+    assert re.search(rf"bundled model \(cifar10-vit.npz, .*\): {100 * meta['test_acc']:.2f}% on "
                      r"the same 10000 test images", text), text[-2000:]
 
 
