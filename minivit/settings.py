@@ -108,7 +108,8 @@ class TrainSettings(_Settings):
                      train on every patch token, so that the model meets the
                      full-length sequences of evaluation before the run ends (the
                      "unmasked tuning" of Li et al. 2023, FLIP); train_flops counts those
-                     epochs at full length. 0: patch dropout to the end.
+                     epochs at full length. 0: patch dropout to the end. A run can be
+                     extended (--resume with more --epochs) only before they begin.
     """
 
     KIND = "training"

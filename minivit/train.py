@@ -243,6 +243,11 @@ class _Run:
         if epochs < saved.epochs:
             raise ConfigError(f"--resume: --epochs {epochs} is shorter than the run's "
                               f"{saved.epochs} epochs (a run can be extended, not shortened)")
+        K = saved.full_token_epochs
+        if epochs > saved.epochs and K and meta["epoch"] + (meta["batch"] > 0) > saved.epochs - K:
+            # those steps ran on every token; the longer run would count them as dropped
+            raise ConfigError(f"--resume: the run's last {K} full_token_epochs began at epoch "
+                              f"{saved.epochs - K + 1}, so it can no longer be extended")
         if epochs > saved.epochs:
             # the warm-up stays what it was; the decay is spread over the new length
             s = s.replace(epochs=epochs, warmup_epochs=saved.warmup)

@@ -191,6 +191,13 @@ def test_full_token_epochs_switch_patch_dropout_off_at_the_end(tmp_path, monkeyp
     for k, v in a["model"].state_dict().items():
         assert np.array_equal(v, c["model"].state_dict()[k]), k
     assert c["settings"].full_token_epochs == 1
+    # extended before the switch: the full-token epochs move to the new end; after it: refused
+    train(CFG, data=DATA, out_dir=tmp_path / "d", full_token_epochs=1, stop_after_epochs=1, **kw)
+    d = train(CFG, data=DATA, out_dir=tmp_path / "d", resume=True, epochs=4, **QUIET)
+    assert [h["train_flops"] for h in d["history"]] == [6 * p, 12 * p, 18 * p, 18 * p + 6 * f]
+    with pytest.raises(ConfigError, match=r"^--resume: the run's last 1 full_token_epochs began "
+                                          r"at epoch 3, so it can no longer be extended$"):
+        train(CFG, data=DATA, out_dir=tmp_path / "a", resume=True, epochs=4, **QUIET)
 
 
 def test_full_token_epochs_refusals_and_budget():
