@@ -204,6 +204,12 @@ class TrainSettings(_Settings):
         return self
 
     @property
+    def full_token_start(self) -> int:
+        """Index (from 0) of the first epoch on every patch token: epochs −
+        full_token_epochs (= epochs, i.e. none, when the knob is off)."""
+        return self.epochs - self.full_token_epochs
+
+    @property
     def warmup(self) -> float:
         """Warm-up epochs actually used: ``warmup_epochs``, or by default 2 epochs (at
         most a fifth of the run, so a 1-epoch run still decays)."""

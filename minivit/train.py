@@ -243,11 +243,11 @@ class _Run:
         if epochs < saved.epochs:
             raise ConfigError(f"--resume: --epochs {epochs} is shorter than the run's "
                               f"{saved.epochs} epochs (a run can be extended, not shortened)")
-        K = saved.full_token_epochs
-        if epochs > saved.epochs and K and meta["epoch"] + (meta["batch"] > 0) > saved.epochs - K:
+        if epochs > saved.epochs and meta["epoch"] + (meta["batch"] > 0) > saved.full_token_start:
             # those steps ran on every token; the longer run would count them as dropped
-            raise ConfigError(f"--resume: the run's last {K} full_token_epochs began at epoch "
-                              f"{saved.epochs - K + 1}, so it can no longer be extended")
+            raise ConfigError(f"--resume: the run's last {saved.full_token_epochs} "
+                              f"full_token_epochs began at epoch {saved.full_token_start + 1}, "
+                              f"so it can no longer be extended")
         if epochs > saved.epochs:
             # the warm-up stays what it was; the decay is spread over the new length
             s = s.replace(epochs=epochs, warmup_epochs=saved.warmup)
@@ -391,8 +391,8 @@ class _Trainer:
         self.loader.set_epoch(self.epoch, self.batch0)
         K = self.s.full_token_epochs
         if K:                           # the last K epochs: every patch token (settings.py)
-            self.model.full_tokens = self.epoch >= self.s.epochs - K
-            if self.epoch == self.s.epochs - K and self.batch0 == 0:
+            self.model.full_tokens = self.epoch >= self.s.full_token_start
+            if self.epoch == self.s.full_token_start and self.batch0 == 0:
                 self.log(f"epoch {self.epoch + 1}: patch dropout off for the last {K} "
                          f"epoch{'s' * (K != 1)} (every patch token)")
         bar = self.tqdm(total=self.spe, initial=self.batch0, unit="batch", leave=True,
@@ -500,7 +500,7 @@ class _Trainer:
         """Training FLOPs of the steps so far; the steps of the last ``full_token_epochs``
         epochs count every patch token."""
         s = self.s
-        full_from = (s.epochs - s.full_token_epochs) * self.spe     # first full-token step
+        full_from = s.full_token_start * self.spe                   # first full-token step
         return models.train_flops(self.r.config, self.step * s.batch_size,
                                   max(0, self.step - full_from) * s.batch_size)
 
