@@ -36,6 +36,8 @@ DEFAULT_RUNS = {
     "minivit, 60-min budget + patch dropout 0.5 (57 ep)": RESULTS / "cifar10_60min_pk50",
     "minivit, 60-min budget, depth 6 + pk50 + reflect crops + mimetic (38 ep)":
         RESULTS / "cifar10_60min_d6m",
+    "minivit, 60-min budget, the same + last 2 epochs on every token (36 ep)":
+        RESULTS / "cifar10_60min_d6m_ft2",
     "minivit, 30-min budget, pk50 + reflect crops + mimetic (29 ep)":
         RESULTS / "knob_ablation_14ep" / "pk50_pad2_reflect_mimetic",
     "minivit, 30-min budget, the same + last 2 epochs on every token (27 ep)":
