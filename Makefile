@@ -40,9 +40,10 @@ cifar10-60min: venv
 		--data-dir $(DATA) --backend numba --out runs/cifar10-60min
 
 # Half the training compute of the 60-minute recipe (train_flops in metrics.jsonl):
-# 1.64e14 FLOP, 1.009x the half (the ablation table's closest-epoch rule; README). The best half-budget row of the README's 14-epoch ablation table: patch
-# dropout (half the tokens) for 25 epochs and every token for the last 2, mirrored 2-pixel
-# crops, mimetic attention initialisation.
+# 1.64e14 FLOP, 1.009x the half (the ablation table's closest-epoch rule; README). The
+# best half-budget row of the README's 14-epoch ablation table: patch dropout (half the
+# tokens) for 25 epochs and every token for the last 2, mirrored 2-pixel crops, mimetic
+# attention initialisation.
 cifar10-30min: venv
 	$(PY) -m minivit.cli train --preset cifar10-tiny --patch-keep 0.5 --full-token-epochs 2 \
 		--crop-padding 2 --crop-mode reflect --attn-init mimetic --ema-decay 0.999 --epochs 27 \
