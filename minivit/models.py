@@ -108,6 +108,8 @@ def epochs_for_budget(budget: float, config, n_train: int, batch_size: int,
     full_token_epochs: the last K of them cost an epoch on every patch token; at least K
     epochs are returned."""
     K = full_token_epochs
+    # full_tokens=bool(K), not True: with K = 0 the term is zero anyway, and a conv
+    # model's train_flops_per_image takes no full_tokens flag (train_flops above).
     rest = budget - K * epoch_flops(config, n_train, batch_size, full_tokens=bool(K))
     epochs = K + rest / epoch_flops(config, n_train, batch_size)
     return max(1, K, math.floor(epochs + 1e-9) if within else round(epochs))
