@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_data import add_data_flags, load_data, write_json  # noqa: E402
-from minivit.errors import ConfigError, MinivitError  # noqa: E402
+from minivit.errors import ConfigError, MinivitError, TrainingInterrupted  # noqa: E402
 from minivit.evaluate import evaluate               # noqa: E402
 from minivit.models import (config_from_preset, epoch_flops, epochs_for_budget,  # noqa: E402
                             model_kind)
@@ -276,8 +276,16 @@ def main(argv=None):
         if s["epochs"] < 4 and "warmup_epochs" not in s:
             s["warmup_epochs"] = s["epochs"] / 2
         t0 = time.perf_counter()
-        r = train(config, data=data, out_dir=runs / name, progress=False, overwrite=True,
-                  eval_every=max(1, s["epochs"] // 4), **s)
+        try:
+            r = train(config, data=data, out_dir=runs / name, progress=False, overwrite=True,
+                      eval_every=max(1, s["epochs"] // 4), **s)
+        except TrainingInterrupted as e:
+            # The trainer has written its checkpoint and said so; a traceback would bury
+            # that line. Say how to finish the row instead.
+            print(f"{name}: stopped; finish it with `minivit train --out {runs / name} "
+                  f"--resume` (plus your data flags), then add it to the table with "
+                  f"`--add --import-run {name}={runs / name}`", flush=True)
+            return 128 + int(e.signum or 2)
         wall = time.perf_counter() - t0
         last = r["history"][-1]
         row = {"name": name, "model": model_kw, "settings": settings_kw, "epochs": s["epochs"],

@@ -128,3 +128,21 @@ def test_hybrid_search_within_a_flop_budget(tmp_path, capsys):
         with pytest.raises(SystemExit):
             K.main(common + argv)
         assert words in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_interrupted_row_says_how_to_finish_it(tmp_path, capsys, monkeypatch):
+    """SIGINT in a row: exit 128 + signum with the resume and import commands, no
+    traceback, and the table keeps only the rows that finished."""
+    from minivit.errors import TrainingInterrupted
+
+    def stopped(*args, out_dir, **kw):
+        raise TrainingInterrupted("interrupted by signal 2 at epoch 1", signum=2,
+                                  checkpoint=str(out_dir / "checkpoint.npz"))
+
+    monkeypatch.setattr(K, "train", stopped)
+    assert K.main(_common(tmp_path) + ["--variant", "x:label_smoothing=0"]) == 130
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    run = tmp_path / "runs" / "knob_ablation_t" / "x"
+    assert f"--out {run} --resume" in out and f"--import-run x={run}" in out
+    path = tmp_path / "knob_ablation_t.json"
+    assert not path.exists() or json.loads(path.read_text())["runs"] == []
