@@ -326,3 +326,30 @@ def test_lone_failure_outside_a_step_names_the_rank(tmp_path):
     ours = [l for l in p.stderr.splitlines() if l.startswith("minivit")]
     assert ours == [f"minivit: error: rank 1 of 2: --resume: no checkpoint at "
                     f"{tmp_path / 'checkpoint.npz'}; aborting the MPI job"], p.stderr
+
+
+def test_abort_prints_once_and_never_returns(monkeypatch, capsys):
+    """Should MPI_Abort return, `_abort` must not print its line again when job()'s polling
+    loop calls it a second time, nor return into that loop: it ends the process itself."""
+    class ReturningComm:
+        aborts = []
+
+        def Abort(self, code):
+            self.aborts.append(code)          # returns, as MPI_Abort is allowed to
+
+    exits = []
+
+    def fake_exit(code):
+        exits.append(code)
+        raise SystemExit(code)
+
+    c = object.__new__(distributed.MPICommunicator)
+    c.rank, c.size, c.comm, c._aborting = 1, 2, ReturningComm(), False
+    monkeypatch.setattr(distributed, "ABORT_GRACE_S", 0.0)
+    monkeypatch.setattr(distributed.os, "_exit", fake_exit)
+    for _ in range(2):
+        with pytest.raises(SystemExit):
+            c._abort("boom")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["minivit: error: rank 1 of 2: boom; aborting the MPI job"]
+    assert ReturningComm.aborts == [2, 2] and exits == [2, 2]
