@@ -206,7 +206,6 @@ class MPICommunicator(Communicator):
         self._fault = self._parse_fault(os.environ.get(FAULT_ENV))
         self._buffers: dict = {}
         self._errcomm = comm.Dup()            # for job(): failures outside any guard
-        self._aborting = False                # _abort() prints its line once
 
     # --------------------------------------------------------------- waiting
     def _wait(self, requests, where):
@@ -227,16 +226,13 @@ class MPICommunicator(Communicator):
 
     def _abort(self, message, code=2):
         """Print one line naming this rank, then end every rank of the job."""
-        if not self._aborting:
-            # once only: job()'s polling loop calls here again if Abort returns
-            self._aborting = True
-            print(f"minivit: error: rank {self.rank} of {self.size}: {message}; "
-                  f"aborting the MPI job", file=sys.stderr, flush=True)
-            sys.stdout.flush()
-            # The launcher forwards a rank's output asynchronously, and MPI_Abort tears
-            # the job down at once: without a pause the line still sitting in the pipe
-            # to MPICH's proxy was lost about one time in six (tests/test_mpi.py).
-            time.sleep(ABORT_GRACE_S)
+        print(f"minivit: error: rank {self.rank} of {self.size}: {message}; "
+              f"aborting the MPI job", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # The launcher forwards a rank's output asynchronously, and MPI_Abort tears the
+        # job down at once: without a pause the line still sitting in the pipe to
+        # MPICH's proxy was lost about one time in six (tests/test_mpi.py).
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(code)
         # Should MPI_Abort return, job()'s polling loop would come back here: the line
         # once appeared twice in a test run, which this would explain (not confirmed).
