@@ -44,6 +44,8 @@ DEFAULT_RUNS = {
         RESULTS / "knob_ablation_14ep" / "pk50_pad2_reflect_mimetic_ft2",
     "minivit, 30-min budget, pk25 + last 2 epochs on every token (50 ep)":
         RESULTS / "knob_ablation_14ep" / "pk25_pad2_reflect_mimetic_ft2_50ep",
+    "minivit, 30-min budget, pk25 + last 3 epochs on every token (47 ep)":
+        RESULTS / "knob_ablation_14ep" / "pk25_pad2_reflect_mimetic_ft3_47ep",
     "PyTorch peer, same recipe (28 ep)": RESULTS / "torch_peer_60min",
 }
 
