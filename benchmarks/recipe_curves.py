@@ -46,6 +46,8 @@ DEFAULT_RUNS = {
         RESULTS / "knob_ablation_14ep" / "pk25_pad2_reflect_mimetic_ft2_50ep",
     "minivit, 30-min budget, pk25 + last 3 epochs on every token (47 ep)":
         RESULTS / "knob_ablation_14ep" / "pk25_pad2_reflect_mimetic_ft3_47ep",
+    "minivit, 30-min budget, pk25 + last 4 epochs on every token (44 ep)":
+        RESULTS / "knob_ablation_14ep" / "pk25_pad2_reflect_mimetic_ft4_44ep",
     "PyTorch peer, same recipe (28 ep)": RESULTS / "torch_peer_60min",
 }
 
