@@ -45,15 +45,23 @@ def write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-def save_accuracy_figure(fig, axes, title: str, path: Path, legend_loc: str) -> None:
+def save_accuracy_figure(fig, axes, title: str, path: Path, legend_loc) -> None:
     """Finish a figure whose panels plot CIFAR-10 test accuracy (grid, legend, title) and
-    save it to ``path``."""
+    save it to ``path``. ``legend_loc`` None: one legend for the figure, below the panels
+    (for many lines, which a legend inside a panel would hide)."""
     import matplotlib.pyplot as plt
     for ax in axes:
         ax.set_ylabel("CIFAR-10 test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(loc=legend_loc, fontsize=8)
+        if legend_loc is not None:
+            ax.legend(loc=legend_loc, fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    if legend_loc is None:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+        # leave the rows of the legend below the panels
+        fig.tight_layout(rect=(0, 0.04 + 0.024 * ((len(labels) + 1) // 2), 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

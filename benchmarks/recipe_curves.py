@@ -38,6 +38,8 @@ DEFAULT_RUNS = {
         RESULTS / "cifar10_60min_d6m",
     "minivit, 60-min budget, the same + last 2 epochs on every token (36 ep)":
         RESULTS / "cifar10_60min_d6m_ft2",
+    "minivit, 60-min budget, the same with pk25 (70 ep)":
+        RESULTS / "cifar10_60min_d6pk25_ft2",
     "minivit, 30-min budget, pk50 + reflect crops + mimetic (29 ep)":
         RESULTS / "knob_ablation_14ep" / "pk50_pad2_reflect_mimetic",
     "minivit, 30-min budget, the same + last 2 epochs on every token (27 ep)":
@@ -85,16 +87,19 @@ def draw(curves: dict, path: Path, targets=((3.3e14, 80.0), (1.65e14, 78.0))) ->
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, c in curves.items():
-        axes[0].plot([f / 1e14 for f in c["flops"]], c["acc"], "o-", ms=3, label=name)
-        axes[1].plot(c["minutes"], c["acc"], "o-", ms=3, label=name)
+    rows = (len(curves) + 1) // 2                        # of the legend below the panels
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2 + 0.26 * rows))
+    colors = plt.cm.tab20.colors                          # one colour per run, up to 20
+    for i, (name, c) in enumerate(curves.items()):
+        style = dict(color=colors[i % len(colors)], marker="o", ms=3, label=name)
+        axes[0].plot([f / 1e14 for f in c["flops"]], c["acc"], **style)
+        axes[1].plot(c["minutes"], c["acc"], **style)
     for flops, acc in targets:
         axes[0].plot([flops / 1e14], [acc], "kx", ms=8)
     axes[0].set_xlabel("training compute (1e14 FLOP, forward + backward); x: targets")
     axes[1].set_xlabel("wall time (minutes, each run's own day)")
     save_accuracy_figure(fig, axes, "CIFAR-10 from scratch on 2 CPU cores: accuracy against "
-                         "compute and time", path, "lower right")
+                         "compute and time", path, None)
 
 
 def main(argv=None):
