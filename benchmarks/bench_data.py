@@ -45,7 +45,7 @@ def write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-def save_accuracy_figure(fig, axes, title: str, path: Path, legend_loc) -> None:
+def save_accuracy_figure(fig, axes, title: str, path: Path, legend_loc: str | None) -> None:
     """Finish a figure whose panels plot CIFAR-10 test accuracy (grid, legend, title) and
     save it to ``path``. ``legend_loc`` None: one legend for the figure, below the panels
     (for many lines, which a legend inside a panel would hide)."""
