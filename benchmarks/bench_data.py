@@ -48,7 +48,8 @@ def write_json(path: Path, obj) -> None:
 def save_accuracy_figure(fig, axes, title: str, path: Path, legend_loc: str | None) -> None:
     """Finish a figure whose panels plot CIFAR-10 test accuracy (grid, legend, title) and
     save it to ``path``. ``legend_loc`` None: one legend for the figure, below the panels
-    (for many lines, which a legend inside a panel would hide)."""
+    (for many lines, which a legend inside a panel would hide); the figure grows by the
+    legend's rows, so callers size it for the panels alone."""
     import matplotlib.pyplot as plt
     for ax in axes:
         ax.set_ylabel("CIFAR-10 test accuracy (%)")
@@ -58,6 +59,8 @@ def save_accuracy_figure(fig, axes, title: str, path: Path, legend_loc: str | No
     fig.suptitle(title)
     if legend_loc is None:
         handles, labels = axes[0].get_legend_handles_labels()
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width, height + 0.26 * ((len(labels) + 1) // 2))
         fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
         # leave the rows of the legend below the panels
         fig.tight_layout(rect=(0, 0.04 + 0.024 * ((len(labels) + 1) // 2), 1, 1))

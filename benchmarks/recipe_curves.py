@@ -87,8 +87,7 @@ def draw(curves: dict, path: Path, targets=((3.3e14, 80.0), (1.65e14, 78.0))) ->
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = (len(curves) + 1) // 2                        # of the legend below the panels
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2 + 0.26 * rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))   # grows by its legend's rows
     colors = plt.cm.tab20.colors                          # one colour per run, up to 20
     for i, (name, c) in enumerate(curves.items()):
         style = dict(color=colors[i % len(colors)], marker="o", ms=3, label=name)
