@@ -140,24 +140,36 @@ def clip_grad_norm(be, grads: dict, max_norm: float) -> float:
 
 class LRSchedule:
     """Linear warm-up from 0 to ``base_lr`` over ``warmup_steps``, then ``decay`` to
-    ``min_lr`` at ``total_steps``: "cosine", "linear" or "constant"."""
+    ``min_lr`` at ``total_steps``: "cosine", "linear" or "constant".
 
-    def __init__(self, base_lr, total_steps, warmup_steps=0, decay="cosine", min_lr=0.0):
+    restart: optional (step, lr): from that step on the rate starts again at ``lr`` and
+    decays the same way to ``min_lr`` at ``total_steps`` (no second warm-up: the
+    optimizer's moments are already warm). The trainer restarts it at the first
+    full-token epoch (TrainSettings.full_token_lr)."""
+
+    def __init__(self, base_lr, total_steps, warmup_steps=0, decay="cosine", min_lr=0.0,
+                 restart=None):
         if decay not in ("cosine", "linear", "constant"):
             raise ConfigError(f"decay must be cosine, linear or constant, got {decay!r}")
         if total_steps < 1:
             raise ConfigError(f"total_steps must be >= 1, got {total_steps}")
         if not 0 <= warmup_steps <= total_steps:
             raise ConfigError(f"warmup_steps must lie in [0, {total_steps}], got {warmup_steps}")
+        if restart is not None and not warmup_steps <= restart[0] < total_steps:
+            raise ConfigError(f"the restart step must lie in [{warmup_steps}, {total_steps}), "
+                              f"got {restart[0]}")
         self.base_lr, self.total, self.warmup = base_lr, total_steps, warmup_steps
-        self.decay, self.min_lr = decay, min_lr
+        self.decay, self.min_lr, self.restart = decay, min_lr, restart
 
     def __call__(self, step: int) -> float:
         """Learning rate for 0-based ``step``."""
         if step < self.warmup:
             return self.base_lr * (step + 1) / self.warmup
+        start, peak = self.warmup, self.base_lr
+        if self.restart is not None and step >= self.restart[0]:
+            start, peak = self.restart
         if self.decay == "constant":
-            return self.base_lr
-        t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+            return peak
+        t = min(1.0, (step - start) / max(1, self.total - start))
         f = 0.5 * (1.0 + math.cos(math.pi * t)) if self.decay == "cosine" else 1.0 - t
-        return self.min_lr + (self.base_lr - self.min_lr) * f
+        return self.min_lr + (peak - self.min_lr) * f

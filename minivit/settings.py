@@ -110,11 +110,18 @@ class TrainSettings(_Settings):
                      "unmasked tuning" of Li et al. 2023, FLIP); train_flops counts those
                      epochs at full length. 0: patch dropout to the end. A run can be
                      extended (--resume with more --epochs) only before they begin.
+    full_token_lr:   with full_token_epochs, restart the learning rate at this value
+                     when those epochs begin and decay it (the same schedule) to
+                     min_lr at the end of the run (None: the run's decay continues, so
+                     they train at its tail).
     """
 
     KIND = "training"
     # How the run is computed, not what it computes: these may change on --resume.
     HOW = ("backend", "eval_batch_size")
+    # What acts only from the first full-token epoch on: these may change on --resume
+    # while that epoch has not begun (several final phases from one checkpoint).
+    LATE = ("full_token_lr",)
 
     epochs: int = 30
     batch_size: int = 128
@@ -144,6 +151,7 @@ class TrainSettings(_Settings):
     eval_every: int = 1
     ema_decay: float = 0.0
     full_token_epochs: int = 0
+    full_token_lr: float | None = None
 
     def validate(self):
         """Raise ConfigError naming any setting out of range."""
@@ -201,6 +209,17 @@ class TrainSettings(_Settings):
         _need(_is_int(self.full_token_epochs) and 0 <= self.full_token_epochs <= self.epochs,
               f"full_token_epochs must be an int in [0, epochs={self.epochs}], "
               f"got {self.full_token_epochs!r}")
+        if self.full_token_lr is not None:
+            _need(_is_num(self.full_token_lr) and self.min_lr <= self.full_token_lr,
+                  f"full_token_lr must be a number >= min_lr={self.min_lr}, "
+                  f"got {self.full_token_lr!r}")
+            _need(self.full_token_epochs >= 1,
+                  f"full_token_lr={self.full_token_lr} restarts the learning rate at the "
+                  f"full-token epochs, but full_token_epochs is 0 (e.g. "
+                  f"--full-token-epochs 4)")
+            _need(self.full_token_start >= self.warmup,
+                  f"full_token_lr: the full-token epochs (from epoch "
+                  f"{self.full_token_start + 1}) begin inside the {self.warmup}-epoch warm-up")
         return self
 
     @property

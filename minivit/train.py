@@ -14,8 +14,11 @@ Resume continues exactly the run that was started: data order and augmentation a
 functions of (seed, epoch, batch index) only, and every setting that defines the run —
 model, training settings, which data and how much of it, the objective's settings — comes
 from the checkpoint; a setting given again must agree, or the resume is refused naming
-the difference. Only ``backend`` and ``eval_batch_size`` (how, not what) may change.
-The final parameters of a resumed run are bit-identical to an uninterrupted one.
+the difference. Only ``backend`` and ``eval_batch_size`` (how, not what) may change,
+and ``full_token_lr`` while the full-token epochs have not begun (it acts on none of the
+steps already taken: a copy of a run stopped before them can try several final phases).
+The final parameters of a resumed run are bit-identical to an uninterrupted one with the
+same settings.
 
 Extending a run: ``--resume --epochs E`` with E larger than the run's epochs makes it an
 E-epoch run. The steps already taken keep the learning rates they had; from the next
@@ -175,7 +178,10 @@ class _Run:
         self.objective, self.out, self.log = objective, out, log
         self.ckpt = out / "checkpoint.npz" if out else None
         self.state, self.extended_from = None, []
-        s.validate(), ds.validate()         # bad values first: they need no files at all
+        # bad values first: they need no files at all (on resume the LATE ones are checked
+        # with the saved run's full_token_epochs, once it is read)
+        (s.replace(**dict.fromkeys(TrainSettings.LATE)) if resume else s).validate()
+        ds.validate()
         if out is not None and out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out} is a file, not a directory")
         if resume:
@@ -223,7 +229,7 @@ class _Run:
             diff += _differences(fields, state["config"].to_dict())
         saved = TrainSettings.from_dict(meta["settings"])
         diff += _differences(given.get("settings", {}), saved.to_dict(),
-                             ignore=("epochs",) + TrainSettings.HOW)
+                             ignore=("epochs",) + TrainSettings.HOW + TrainSettings.LATE)
         saved_ds = DataSettings.from_dict(meta.get("data_settings", {}))
         diff += _differences(given.get("data", {}), saved_ds.to_dict())
         obj = self.objective
@@ -237,13 +243,24 @@ class _Run:
                               f"started: leave these out, or start a new run with another "
                               f"--out")
         how = {k: v for k, v in given.get("settings", {}).items() if k in TrainSettings.HOW}
-        s = saved.replace(**how)
+        late = {k: v for k, v in given.get("settings", {}).items()
+                if k in TrainSettings.LATE and v != getattr(saved, k)}
+        began = meta["epoch"] + (meta["batch"] > 0) > saved.full_token_start
+        if late and began:
+            raise ConfigError(f"--resume: {self.ckpt} was started with other settings: "
+                              f"{'; '.join(_differences(late, saved.to_dict()))}, and its "
+                              f"full-token epochs began at epoch {saved.full_token_start + 1}, "
+                              f"so they can no longer change")
+        s = saved.replace(**how, **late)
+        for k, v in late.items():
+            self.log(f"resume: {k} {getattr(saved, k)} → {v} (it acts from epoch "
+                     f"{saved.full_token_start + 1} on, which has not begun)")
         self.extended_from = list(meta.get("extended_from", []))
         epochs = given.get("settings", {}).get("epochs", saved.epochs)
         if epochs < saved.epochs:
             raise ConfigError(f"--resume: --epochs {epochs} is shorter than the run's "
                               f"{saved.epochs} epochs (a run can be extended, not shortened)")
-        if epochs > saved.epochs and meta["epoch"] + (meta["batch"] > 0) > saved.full_token_start:
+        if epochs > saved.epochs and began:
             # those steps ran on every token; the longer run would count them as dropped
             raise ConfigError(f"--resume: the run's last {saved.full_token_epochs} "
                               f"full_token_epochs began at epoch {saved.full_token_start + 1}, "
@@ -286,7 +303,9 @@ class _Trainer:
                                   drop_last=True, prefetch=2)
         self.spe = len(self.loader)
         self.sched = LRSchedule(s.lr, s.epochs * self.spe, int(round(s.warmup * self.spe)),
-                                s.schedule, s.min_lr)
+                                s.schedule, s.min_lr,
+                                restart=None if s.full_token_lr is None else
+                                (s.full_token_start * self.spe, s.full_token_lr))
         self.tqdm = _tqdm(progress)
         self.stop_after_epochs = stop_after_epochs
         self.data_info = _data_fingerprint(data)

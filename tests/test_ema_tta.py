@@ -220,6 +220,77 @@ def test_full_token_epochs_refusals_and_budget():
     assert epochs_for_budget(keep, CFG, 96, 16, full_token_epochs=3) == 3   # at least K
 
 
+def test_full_token_lr_restarts_the_schedule_at_the_full_token_epochs(tmp_path):
+    """full_token_lr: the epochs before the full-token ones follow the run's schedule
+    exactly; from the first full-token step the rate starts again at full_token_lr and
+    decays (cosine) to min_lr at the last step; the run resumes bit-exactly across it."""
+    from minivit.optim import LRSchedule
+    s = LRSchedule(1.0, 100, 10, "cosine", min_lr=0.1, restart=(80, 0.5))
+    plain = LRSchedule(1.0, 100, 10, "cosine", min_lr=0.1)
+    assert [s(i) for i in range(80)] == [plain(i) for i in range(80)]
+    assert s(80) == pytest.approx(0.5) and s(90) == pytest.approx(0.1 + 0.4 * 0.5)
+    assert s(100) == pytest.approx(0.1) and plain(80) == pytest.approx(0.2053, abs=1e-4)
+    assert LRSchedule(1.0, 100, 0, "linear", restart=(50, 0.4))(75) == pytest.approx(0.2)
+    assert LRSchedule(1.0, 100, 0, "constant", restart=(50, 0.4))(99) == 0.4
+    with pytest.raises(ConfigError, match=r"^the restart step must lie in \[10, 100\), got 5$"):
+        LRSchedule(1.0, 100, 10, restart=(5, 0.5))
+
+    kw = dict(epochs=3, full_token_epochs=1, **{**FAST, "ema_decay": 0.0}, **QUIET)
+    a = train(CFG, data=DATA, out_dir=tmp_path / "a", full_token_lr=1e-3, **kw)
+    b = train(CFG, data=DATA, **kw)
+    # 6 steps per epoch, a 3-step warm-up; history holds each epoch's last step's rate
+    restarted = LRSchedule(2e-3, 18, 3, "cosine", 1e-5, restart=(12, 1e-3))
+    plain = LRSchedule(2e-3, 18, 3, "cosine", 1e-5)
+    assert [h["lr"] for h in a["history"]] == [restarted(i) for i in (5, 11, 17)]
+    assert [h["lr"] for h in b["history"]] == [plain(i) for i in (5, 11, 17)]
+    assert restarted(12) == pytest.approx(1e-3) and restarted(17) > 2 * plain(17)
+    assert a["history"][1]["train_loss"] == b["history"][1]["train_loss"]
+    assert a["history"][2]["train_loss"] != b["history"][2]["train_loss"]
+    train(CFG, data=DATA, out_dir=tmp_path / "c", full_token_lr=1e-3, stop_after_epochs=2, **kw)
+    c = train(CFG, data=DATA, out_dir=tmp_path / "c", resume=True, **QUIET)
+    for k, v in a["model"].state_dict().items():
+        assert np.array_equal(v, c["model"].state_dict()[k]), k
+    assert c["settings"].full_token_lr == 1e-3
+    # a plain run stopped before its full-token epochs may take full_token_lr on resume
+    # (it acts on no step taken): the same model as the run started with it
+    train(CFG, data=DATA, out_dir=tmp_path / "d", stop_after_epochs=2, **kw)
+    said = []
+    d = train(CFG, data=DATA, out_dir=tmp_path / "d", resume=True, full_token_lr=1e-3,
+              progress=False, log=said.append)
+    for k, v in a["model"].state_dict().items():
+        assert np.array_equal(v, d["model"].state_dict()[k]), k
+    assert "resume: full_token_lr None → 0.001 (it acts from epoch 3 on, which has not begun)" in said
+    # once they have begun it may not change; other settings never may
+    with pytest.raises(ConfigError, match=r"--full-token-lr \(run: 0.001, now: 0.0005\), and "
+                                          r"its full-token epochs began at epoch 3, so they "
+                                          r"can no longer change$"):
+        train(CFG, data=DATA, out_dir=tmp_path / "d", resume=True, full_token_lr=5e-4, **QUIET)
+    train(CFG, data=DATA, out_dir=tmp_path / "e", stop_after_epochs=2, **kw)
+    with pytest.raises(ConfigError, match=r"other settings: --lr \(run: 0.002, now: 0.001\)\."):
+        train(CFG, data=DATA, out_dir=tmp_path / "e", resume=True, lr=1e-3, **QUIET)
+    kw["full_token_epochs"] = 0                      # a run with none: nothing to restart
+    train(CFG, data=DATA, out_dir=tmp_path / "f", stop_after_epochs=1, **kw)
+    with pytest.raises(ConfigError, match=r"^full_token_lr=0.001 restarts .* but "
+                                          r"full_token_epochs is 0"):
+        train(CFG, data=DATA, out_dir=tmp_path / "f", resume=True, full_token_lr=1e-3, **QUIET)
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(full_token_lr=1e-3), r"^full_token_lr=0.001 restarts the learning rate at the "
+                               r"full-token epochs, but full_token_epochs is 0 \(e.g. "
+                               r"--full-token-epochs 4\)$"),
+    (dict(full_token_epochs=1, full_token_lr=1e-6),
+     r"^full_token_lr must be a number >= min_lr=1e-05, got 1e-06$"),
+    (dict(full_token_epochs=1, full_token_lr="high"), r"got 'high'$"),
+    (dict(full_token_epochs=2, full_token_lr=1e-4, warmup_epochs=2.5),
+     r"^full_token_lr: the full-token epochs \(from epoch 2\) begin inside the 2.5-epoch "
+     r"warm-up$"),
+])
+def test_full_token_lr_refusals(kw, needle):
+    with pytest.raises(ConfigError, match=needle):
+        TrainSettings(epochs=3, **kw).validate()
+
+
 def test_dropout_changes_training_and_is_seeded(tmp_path):
     """Dropout really acts in training steps (a run differs from the dropout-free one),
     and two runs with the same seed are identical."""
