@@ -381,8 +381,11 @@ class _Trainer:
                 if stop.signum is not None:
                     interrupted = self._interrupt(stop.signum, 0)
                     break
-                if (self.stop_after_epochs is not None
+                if (self.stop_after_epochs is not None and self.epoch < self.s.epochs
                         and self.epoch >= start_epoch + self.stop_after_epochs):
+                    self.log(f"stopped after epoch {self.epoch} of {self.s.epochs}"
+                             + (f"; checkpoint in {self.r.ckpt}, continue with --resume"
+                                if self.r.ckpt else ""))
                     break
         out = self.r.out
         if out and self.history and interrupted is None and self.epoch == self.s.epochs:
@@ -587,6 +590,9 @@ def train(model_config=None, *, data=None, data_dir=None, out_dir=None, resume=F
     Raises :class:`~minivit.errors.TrainingInterrupted` (a KeyboardInterrupt) on SIGINT /
     SIGTERM, after writing a checkpoint at that batch: ``resume=True`` continues.
     """
+    if stop_after_epochs is not None and not (isinstance(stop_after_epochs, int)
+                                              and stop_after_epochs >= 1):
+        raise ConfigError(f"stop_after_epochs must be an int >= 1, got {stop_after_epochs!r}")
     # [mpi hook 1] under mpirun: rank 0 alone logs and shows progress
     comm = distributed.current()
     log, progress = comm.logger(log), progress and comm.is_root
@@ -799,7 +805,12 @@ def cli_main(fn, args, **kw) -> int:
 
 def configure_parser(p):
     add_run_flags(p, defaults={"warmup_epochs": "2, at most a fifth of the run"})
+    p.add_argument("--stop-after-epochs", type=int, default=None, metavar="N",
+                   help="end after N epochs of this call with the checkpoint written; the "
+                        "schedule still spans --epochs and --resume continues (e.g. copy "
+                        "the run stopped before its full-token epochs and finish each copy "
+                        "with another --full-token-lr) (default: run to the end)")
 
 
 def cli_run(args):
-    return cli_main(train, args, **run_args(args))
+    return cli_main(train, args, **run_args(args), stop_after_epochs=args.stop_after_epochs)

@@ -350,6 +350,40 @@ def test_cli_train_with_every_knob(tmp_path):
     assert bad.returncode != 0 and "patch_keep must be a fraction in (0, 1], got 0.0" in bad.stderr
 
 
+def test_cli_stop_after_epochs_then_finish_copies_with_other_full_token_lr(tmp_path):
+    """The README's procedure for trying final phases: a run stopped before its
+    full-token epochs (--stop-after-epochs), copied, and finished with --resume
+    --full-token-lr X is the run started with --full-token-lr X, bit for bit."""
+    import shutil
+    base = [sys.executable, "-m", "minivit.cli", "train", "--synthetic", "--limit-train", "64",
+            "--limit-test", "32", "--image-size", "8", "--patch-size", "4", "--dim", "16",
+            "--depth", "1", "--heads", "2", "--mlp-dim", "32", "--patch-keep", "0.5",
+            "--full-token-epochs", "1", "--epochs", "2", "--warmup-epochs", "0.5",
+            "--batch-size", "16", "--backend", "numpy", "--no-progress"]
+    run = lambda *a: subprocess.run([*base, *a], capture_output=True, text=True, timeout=300)
+    r = run("--stop-after-epochs", "1", "--out", str(tmp_path / "trunk"))
+    assert r.returncode == 0, r.stderr
+    assert f"stopped after epoch 1 of 2; checkpoint in {tmp_path / 'trunk' / 'checkpoint.npz'}, " \
+           f"continue with --resume" in r.stdout
+    assert load_checkpoint(tmp_path / "trunk" / "checkpoint.npz")["meta"]["epoch"] == 1
+    shutil.copytree(tmp_path / "trunk", tmp_path / "branch")
+    r = subprocess.run([sys.executable, "-m", "minivit.cli", "train", "--out",
+                        str(tmp_path / "branch"), "--resume", "--full-token-lr", "1e-3",
+                        "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "resume: full_token_lr None → 0.001 (it acts from epoch 2 on" in r.stdout
+    r = run("--full-token-lr", "1e-3", "--out", str(tmp_path / "direct"))
+    assert r.returncode == 0, r.stderr
+    a = load_checkpoint(tmp_path / "branch" / "checkpoint.npz")
+    b = load_checkpoint(tmp_path / "direct" / "checkpoint.npz")
+    assert a["meta"]["settings"]["full_token_lr"] == 1e-3 and a["meta"]["epoch"] == 2
+    for k, v in b["params"].items():
+        assert np.array_equal(v, a["params"][k]), k
+    bad = run("--stop-after-epochs", "0", "--out", str(tmp_path / "x"))
+    assert bad.returncode != 0 and "stop_after_epochs must be an int >= 1, got 0" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 # ---------------------------------------------------------------------- TTA
 def test_flip_tta_is_mean_of_image_and_mirror_logits():
     m = perturbed_model(tiny_config(classifier="gap"), seed=2)
