@@ -50,6 +50,8 @@ DEFAULT_RUNS = {
         RESULTS / "knob_ablation_14ep" / "pk25_pad2_reflect_mimetic_ft3_47ep",
     "minivit, 30-min budget, pk25 + last 4 epochs on every token (44 ep)":
         RESULTS / "knob_ablation_14ep" / "pk25_pad2_reflect_mimetic_ft4_44ep",
+    "minivit, 30-min budget, the same with their lr restarted at 3e-4 (44 ep)":
+        RESULTS / "knob_ablation_14ep" / "pk25_pad2_reflect_mimetic_ft4_ftlr3e-4_44ep",
     "PyTorch peer, same recipe (28 ep)": RESULTS / "torch_peer_60min",
 }
 
