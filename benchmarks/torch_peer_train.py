@@ -108,7 +108,7 @@ def main(argv=None):
                                              flip=s.flip,
                                              num_classes=cfg.num_classes))
     spe = len(loader)
-    sched = LRSchedule(s.lr, s.epochs * spe, int(round(s.warmup * spe)), s.schedule, s.min_lr)
+    sched = LRSchedule.of_run(s, spe)
     flops_per_image = cfg.train_flops_per_image()
     out.mkdir(parents=True, exist_ok=True)
     metrics = out / "metrics.jsonl"

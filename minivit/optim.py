@@ -161,6 +161,16 @@ class LRSchedule:
         self.base_lr, self.total, self.warmup = base_lr, total_steps, warmup_steps
         self.decay, self.min_lr, self.restart = decay, min_lr, restart
 
+    @classmethod
+    def of_run(cls, s, steps_per_epoch: int) -> "LRSchedule":
+        """The schedule of a run with TrainSettings ``s`` and ``steps_per_epoch`` steps
+        per epoch: the warm-up rounded to whole steps, and restarted at the first
+        full-token epoch when ``s.full_token_lr`` is set."""
+        return cls(s.lr, s.epochs * steps_per_epoch, int(round(s.warmup * steps_per_epoch)),
+                   s.schedule, s.min_lr,
+                   restart=None if s.full_token_lr is None else
+                   (s.full_token_start * steps_per_epoch, s.full_token_lr))
+
     def __call__(self, step: int) -> float:
         """Learning rate for 0-based ``step``."""
         if step < self.warmup:

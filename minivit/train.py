@@ -302,10 +302,7 @@ class _Trainer:
                                   shuffle=True, seed=s.seed, transform=obj.transform(run.config, s),
                                   drop_last=True, prefetch=2)
         self.spe = len(self.loader)
-        self.sched = LRSchedule(s.lr, s.epochs * self.spe, int(round(s.warmup * self.spe)),
-                                s.schedule, s.min_lr,
-                                restart=None if s.full_token_lr is None else
-                                (s.full_token_start * self.spe, s.full_token_lr))
+        self.sched = LRSchedule.of_run(s, self.spe)
         self.tqdm = _tqdm(progress)
         self.stop_after_epochs = stop_after_epochs
         self.data_info = _data_fingerprint(data)
