@@ -70,7 +70,7 @@ print("backend:", BACKEND)
 # project has trained within the training compute of its one-hour recipe. The checkpoint
 # records the model's configuration and the command that trained it; that run's results
 # (final accuracy, wall time, per-epoch metrics) are committed in
-# `benchmarks/results/cifar10_60min_d6m_ft2/`. Every setting not on the command line is the
+# `benchmarks/results/cifar10_60min_d6m_ft2_ftlr/ftlr1e-3/`. Every setting not on the command line is the
 # default of `TrainSettings`, every model field not on it is the `cifar10-tiny` preset's.
 #
 # Two fields of the configuration act only while training. `patch_keep` is patch
@@ -166,13 +166,17 @@ plt.show()
 # evaluates after each epoch on 2 000 test images only; the final accuracy below uses the
 # whole test set. The recipe's last `full_token_epochs` epochs train on every patch
 # token (patch dropout off, so the model meets full-length sequences before it is
-# evaluated); the short schedule keeps one such epoch in three.
+# evaluated), and their learning rate restarts at `full_token_lr` and decays again; the
+# short schedule keeps one such epoch in three (none, and so no restart, below three
+# epochs).
 
 # %%
 settings = dataclasses.replace(recipe, backend=BACKEND)
 if not FULL:
-    settings = dataclasses.replace(settings, epochs=EPOCHS, eval_every=1,
-                                   full_token_epochs=min(recipe.full_token_epochs, EPOCHS // 3))
+    ft = min(recipe.full_token_epochs, EPOCHS // 3)
+    # a restarted lr (full_token_lr) needs full-token epochs to restart at
+    settings = dataclasses.replace(settings, epochs=EPOCHS, eval_every=1, full_token_epochs=ft,
+                                   full_token_lr=settings.full_token_lr if ft else None)
 print(settings)
 print(f"\n{settings.epochs} epochs × {len(data['x_train']) // settings.batch_size} steps per epoch")
 

@@ -242,8 +242,9 @@ def test_notebook_05_quotes_the_bundled_model_and_its_committed_results():
     from minivit.predict import default_checkpoint
     from minivit.train import TrainSettings
     # the run folder the notebooks read (notebooks/_common.py: BUNDLED_RUN)
-    run = re.search(r'^BUNDLED_RUN = REPO / "benchmarks" / "results" / "(\w+)"$',
+    run = re.search(r'^BUNDLED_RUN = REPO / "benchmarks" / "results" / ("[\w.-]+"(?: / "[\w.-]+")*)$',
                     (NB_DIR / "_common.py").read_text(), re.M).group(1)
+    run = "/".join(part.strip('" ') for part in run.split(" / "))
     summary = json.loads((REPO / "benchmarks/results" / run / "summary.json").read_text())
     model, meta = load_model(default_checkpoint())
     # the shipped model is the committed run
