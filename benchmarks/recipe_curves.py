@@ -38,8 +38,8 @@ DEFAULT_RUNS = {
         RESULTS / "cifar10_60min_d6m",
     "minivit, 60-min budget, the same + last 2 epochs on every token (36 ep)":
         RESULTS / "cifar10_60min_d6m_ft2",
-    "minivit, 60-min budget, the same with their lr restarted at 1e-3 (36 ep)":
-        RESULTS / "cifar10_60min_d6m_ft2_ftlr" / "ftlr1e-3",
+    "minivit, 60-min budget, the same with their lr restarted at 6e-4 (36 ep)":
+        RESULTS / "cifar10_60min_d6m_ft2_ftlr" / "ftlr6e-4",
     "minivit, 60-min budget, the same with pk25 (70 ep)":
         RESULTS / "cifar10_60min_d6pk25_ft2",
     "minivit, 30-min budget, pk50 + reflect crops + mimetic (29 ep)":
