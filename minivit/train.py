@@ -772,7 +772,12 @@ def _conv_preset(name, typed: dict):
 
 
 def report(r, out) -> None:
-    """The final line of a finished CLI run (the data source says what the number means)."""
+    """The final line of a CLI run (the data source says what the number means); a run
+    ended early by --stop-after-epochs is not called done, nor its accuracy final."""
+    hist, s = r.get("history") or [], r.get("settings")
+    if hist and s is not None and hist[-1]["epoch"] < s.epochs:
+        print(f"not finished: epoch {hist[-1]['epoch']} of {s.epochs} (outputs in {out}/)")
+        return
     if r["test_acc"] is None:
         print(f"done (outputs in {out}/)")
         return

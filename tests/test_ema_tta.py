@@ -365,6 +365,7 @@ def test_cli_stop_after_epochs_then_finish_copies_with_other_full_token_lr(tmp_p
     assert r.returncode == 0, r.stderr
     assert f"stopped after epoch 1 of 2; checkpoint in {tmp_path / 'trunk' / 'checkpoint.npz'}, " \
            f"continue with --resume" in r.stdout
+    assert r.stdout.rstrip().endswith(f"not finished: epoch 1 of 2 (outputs in {tmp_path / 'trunk'}/)")
     assert load_checkpoint(tmp_path / "trunk" / "checkpoint.npz")["meta"]["epoch"] == 1
     shutil.copytree(tmp_path / "trunk", tmp_path / "branch")
     r = subprocess.run([sys.executable, "-m", "minivit.cli", "train", "--out",
