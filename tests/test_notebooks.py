@@ -40,11 +40,16 @@ NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT = 300                  # seconds per cell; the whole fast run takes ~1–2 min
 
 
-def _execute_module():
-    spec = importlib.util.spec_from_file_location("nb_execute", NB_DIR / "execute.py")
+def _load(name, file):
+    """A module of notebooks/ (not a package) by its file name."""
+    spec = importlib.util.spec_from_file_location(name, NB_DIR / file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _execute_module():
+    return _load("nb_execute", "execute.py")
 
 
 def _run(nb, monkeypatch):
@@ -241,11 +246,10 @@ def test_notebook_05_quotes_the_bundled_model_and_its_committed_results():
     from minivit.checkpoint import load_model
     from minivit.predict import default_checkpoint
     from minivit.train import TrainSettings
-    # the run folder the notebooks read (notebooks/_common.py: BUNDLED_RUN)
-    run = re.search(r'^BUNDLED_RUN = REPO / "benchmarks" / "results" / ("[\w.-]+"(?: / "[\w.-]+")*)$',
-                    (NB_DIR / "_common.py").read_text(), re.M).group(1)
-    run = "/".join(part.strip('" ') for part in run.split(" / "))
-    summary = json.loads((REPO / "benchmarks/results" / run / "summary.json").read_text())
+    # the run folder the notebooks read
+    run = _load("nb_common", "_common.py").BUNDLED_RUN
+    assert run.parent.is_relative_to(REPO / "benchmarks" / "results")
+    summary = json.loads((run / "summary.json").read_text())
     model, meta = load_model(default_checkpoint())
     # the shipped model is the committed run
     assert meta["train_command"] == summary["command"]
