@@ -48,10 +48,6 @@ def _load(name, file):
     return module
 
 
-def _execute_module():
-    return _load("nb_execute", "execute.py")
-
-
 def _run(nb, monkeypatch):
     monkeypatch.setenv("MINIVIT_FAST", "1")
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
@@ -292,7 +288,7 @@ def test_kernel_is_this_interpreter(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
 def test_notebook_runs(source, monkeypatch):
-    nb = _execute_module().read_source(source)      # the source, as execute.py runs it
+    nb = _load("nb_execute", "execute.py").read_source(source)      # the source, as execute.py runs it
     text = _text(_run(nb, monkeypatch))             # raises CellExecutionError if a cell fails
     assert "FAST mode" in text
     assert "MISMATCH" not in text, f"{source.name} printed a failed check:\n{text[-3000:]}"
