@@ -35,8 +35,9 @@ demo: $(VENV)/.runtime
 # rate restarted"): 79.50%, the shipped default model; the two full-length epochs restart
 # the learning rate at 6e-4 (79.12% without the restart from the same 34 epochs; 79.09% at
 # 3e-4, 79.40% at 1e-3, 78.78% at 1.5e-3, 78.37% at 2e-3; with --seed 1 and 2: 79.41%,
-# 78.98%; three or four full-length epochs instead of two: 78.58%, 79.05%). The first
-# recipe: the same preset with --epochs 28 and nothing else.
+# 78.98%; three or four full-length epochs instead of two: 78.58%, 79.05%; depth 7 and
+# 8 at equal compute: 79.29%, 78.75%). The first recipe: the same preset with --epochs
+# 28 and nothing else.
 cifar10-60min: venv
 	$(PY) -m minivit.cli train --preset cifar10-tiny --depth 6 --attn-init mimetic \
 		--patch-keep 0.5 --full-token-epochs 2 --full-token-lr 6e-4 \
