@@ -40,6 +40,8 @@ DEFAULT_RUNS = {
         RESULTS / "cifar10_60min_d6m_ft2",
     "minivit, 60-min budget, the same with their lr restarted at 6e-4 (36 ep)":
         RESULTS / "cifar10_60min_d6m_ft2_ftlr" / "ftlr6e-4",
+    "minivit, 60-min budget, the same at depth 5 (44 ep)":
+        RESULTS / "cifar10_60min_d5_h8" / "d5_seed0",
     "minivit, 60-min budget, the same with pk25 (70 ep)":
         RESULTS / "cifar10_60min_d6pk25_ft2",
     "minivit, 30-min budget, pk50 + reflect crops + mimetic (29 ep)":

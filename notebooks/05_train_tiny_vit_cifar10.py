@@ -70,7 +70,7 @@ print("backend:", BACKEND)
 # project has trained within the training compute of its one-hour recipe. The checkpoint
 # records the model's configuration and the command that trained it; that run's results
 # (final accuracy, wall time, per-epoch metrics) are committed in
-# `benchmarks/results/cifar10_60min_d6m_ft2_ftlr/ftlr6e-4/`. Every setting not on the command line is the
+# `benchmarks/results/cifar10_60min_d5_h8/d5_seed0/`. Every setting not on the command line is the
 # default of `TrainSettings`, every model field not on it is the `cifar10-tiny` preset's.
 #
 # Two fields of the configuration act only while training. `patch_keep` is patch
