@@ -69,8 +69,8 @@ print("backend:", BACKEND)
 # the model of `minivit predict default` and of notebook 06): the best plain ViT this
 # project has trained within the training compute of its one-hour recipe. The checkpoint
 # records the model's configuration and the command that trained it; that run's results
-# (final accuracy, wall time, per-epoch metrics) are committed in
-# `benchmarks/results/cifar10_60min_d5_h8/d5_seed0/`. Every setting not on the command line is the
+# (final accuracy, wall time, per-epoch metrics) are committed in the folder printed below
+# (`BUNDLED_RUN` in `_common.py`, the one place that names it). Every setting not on the command line is the
 # default of `TrainSettings`, every model field not on it is the `cifar10-tiny` preset's.
 #
 # Two fields of the configuration act only while training. `patch_keep` is patch
