@@ -1,6 +1,6 @@
 """Commit a finished CIFAR-10 training run as evidence: copy its ``metrics.jsonl`` into
 ``benchmarks/results/NAME/`` and write ``summary.json`` beside it (the command, the final
-test and EMA accuracy, the compute as a fraction of the 60-minute recipe's, the wall time,
+test and EMA accuracy, the commit that trained it, the compute as a fraction of the 60-minute recipe's, the wall time,
 the median speed and the accuracy and minutes at every evaluated epoch).
 
     python benchmarks/run_summary.py runs/cifar10-60min \\
@@ -18,7 +18,6 @@ import datetime
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from minivit.config import ViTConfig  # noqa: E402
 from minivit.models import epoch_flops  # noqa: E402
+from minivit.provenance import code_commit  # noqa: E402
 
 RECIPE_60MIN_EPOCHS = 28           # make cifar10-60min before issue 15's search: the budget
 
@@ -45,11 +45,11 @@ def summarize(rows: list[dict], command: str, machine: str, data: str) -> dict:
     if not evaluated:
         raise ValueError("the run was never evaluated (no test_acc in metrics.jsonl)")
     last = rows[-1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    # the code that trained it: minivit train writes the commit on every line (a resumed
+    # run may name several); older runs did not, and then the checkout at summary time is
+    # all there is, recorded under its own name so it is not mistaken for the former
+    trained_on = list(dict.fromkeys(r["commit"] for r in rows if r.get("commit")))
+    commit = " then ".join(trained_on) or None
     summary = {
         "command": command,
         "commit": commit,
@@ -66,6 +66,8 @@ def summarize(rows: list[dict], command: str, machine: str, data: str) -> dict:
         "test_acc_by_epoch": {str(r["epoch"]): r["test_acc"] for r in evaluated},
         "minutes_by_epoch": {str(r["epoch"]): round(r["elapsed_s"] / 60, 1) for r in evaluated},
     }
+    if commit is None:
+        summary["commit_at_summary"] = code_commit(ROOT) or "unknown"
     if any(r.get("ema_test_acc") is not None for r in evaluated):
         summary["ema_test_acc_by_epoch"] = {str(r["epoch"]): r.get("ema_test_acc")
                                             for r in evaluated}

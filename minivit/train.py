@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed, models
+from . import distributed, models, provenance
 from .backends.conv_ops import get_conv_ops
 from .config import ViTConfig
 from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
@@ -309,6 +309,7 @@ class _Trainer:
         self.data_meta = checkpoint_meta(data)  # class names, an image folder's record
         self.epoch, self.batch0, self.step, self.history, self.elapsed = 0, 0, 0, [], 0.0
         self.running = _fresh_running()
+        self.commit = provenance.code_commit()  # on every metrics line: the code that trained it
         if run.state is not None:
             self._restore(run.state)
         if run.out:                     # [mpi hook 3] rank 0 alone writes the outputs
@@ -498,7 +499,7 @@ class _Trainer:
                "elapsed_s": self.elapsed,
                # cumulative training compute: matmul + attention FLOPs of forward and
                # backward, 3 × forward (ViTConfig.train_flops_per_image)
-               "train_flops": self._train_flops()}
+               "train_flops": self._train_flops(), "commit": self.commit}
         if self.ema is not None:
             row["ema_test_loss"], row["ema_test_acc"] = ev_ema["loss"], ev_ema["acc"]
         self.history.append(row)

@@ -63,3 +63,15 @@ def test_refuses_a_run_never_evaluated(tmp_path, capsys):
     with pytest.raises(SystemExit):
         R.main([str(tmp_path / "nowhere"), "--command", "c", "--out", str(tmp_path / "o")])
     assert "not found" in capsys.readouterr().err
+
+
+def test_commit_is_the_training_code_not_the_checkout(tmp_path):
+    """The commit comes from the run's lines (minivit train writes it); a run resumed on
+    other code names both in order; a run from before the field says it does not know and
+    records the summarising checkout under another name."""
+    rows = [dict(r, commit=c) for r, c in zip(_rows(), ["aaa1111", "aaa1111", "bbb2222"])]
+    assert R.summarize(rows, "c", "m", "d")["commit"] == "aaa1111 then bbb2222"
+    assert R.summarize(rows[:2], "c", "m", "d")["commit"] == "aaa1111"
+    assert "commit_at_summary" not in R.summarize(rows, "c", "m", "d")
+    old = R.summarize(_rows(), "c", "m", "d")
+    assert old["commit"] is None and old["commit_at_summary"]
