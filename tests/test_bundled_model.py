@@ -76,3 +76,32 @@ def test_bundled_conv_models_load_are_small_and_predict(tmp_path, capsys, name, 
     out = capsys.readouterr().out.splitlines()
     probs = [float(line.split()[-1].rstrip("%")) for line in out if line.endswith("%")]
     assert len(probs) == 5 and probs == sorted(probs, reverse=True)
+
+
+def test_bundle_script_ships_raw_or_ema_weights(tmp_path):
+    """benchmarks/bundle_model.py: the raw weights with the raw test accuracy, or with
+    --ema the moving average's weights with the average's accuracy, named in meta.json."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bundle_model
+    from minivit import ViTConfig
+    from minivit.checkpoint import load_checkpoint
+    from minivit.data.synthetic import make_synthetic
+    from minivit.train import train
+    cfg = ViTConfig(image_size=8, patch_size=4, dim=16, depth=1, heads=2, mlp_dim=32,
+                    num_classes=10)
+    data = make_synthetic(n_train=64, n_test=32, image_size=8, num_classes=10, seed=0)
+    train(cfg, data=data, out_dir=tmp_path / "run", epochs=2, batch_size=16, lr=3e-3,
+          ema_decay=0.9, backend="numpy", progress=False, log=lambda *a: None)
+    last = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")][-1]
+    ck = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    for ema, key, weights in ((False, "test_acc", ck["params"]),
+                              (True, "ema_test_acc", {**ck["params"], **ck["ema"]})):
+        out = tmp_path / f"ship_{ema}.npz"
+        bundle_model.main([str(tmp_path / "run"), "--command", "c", "--out", str(out)]
+                          + ["--ema"] * ema)
+        model, meta = load_model(out)
+        assert meta["test_acc"] == last[key] and meta["weights"] == ("ema" if ema else "raw")
+        for k, v in model.state_dict().items():
+            assert np.array_equal(v, weights[k]), k
+    assert not all(np.array_equal(ck["params"][k], ck["ema"][k]) for k in ck["ema"])
