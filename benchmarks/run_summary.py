@@ -1,7 +1,8 @@
 """Commit a finished CIFAR-10 training run as evidence: copy its ``metrics.jsonl`` into
-``benchmarks/results/NAME/`` and write ``summary.json`` beside it (the command, the final
-test and EMA accuracy, the commit that trained it, the compute as a fraction of the 60-minute recipe's, the wall time,
-the median speed and the accuracy and minutes at every evaluated epoch).
+``benchmarks/results/NAME/`` and write ``summary.json`` beside it (the command, the commit
+that trained it, the final test and EMA accuracy, the compute as a fraction of the
+60-minute recipe's, the wall time, the median speed and the accuracy and minutes at every
+evaluated epoch).
 
     python benchmarks/run_summary.py runs/cifar10-60min \\
         --command "make cifar10-60min" --out benchmarks/results/cifar10_60min_v2 \\
