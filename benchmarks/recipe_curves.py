@@ -61,13 +61,14 @@ DEFAULT_RUNS = {
 
 
 def read_curve(folder: Path) -> dict:
-    """The evaluated epochs of a run: {"flops": [...], "minutes": [...], "acc": [...]}
-    (accuracy in %). Raises ValueError naming the file when it is missing or has no
+    """The evaluated epochs of a run: {"flops": [...], "minutes": [...], "acc": [...],
+    "ema": [...], "epoch": [...], "train_acc": [...]} (accuracies in %; "ema" and
+    "train_acc" hold None where the run has none). Raises ValueError naming the file when it is missing or has no
     evaluated epoch with ``train_flops``."""
     path = Path(folder) / "metrics.jsonl"
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    curve = {"flops": [], "minutes": [], "acc": []}
+    curve = {"flops": [], "minutes": [], "acc": [], "ema": [], "epoch": [], "train_acc": []}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -82,6 +83,9 @@ def read_curve(folder: Path) -> dict:
         curve["flops"].append(d["train_flops"])
         curve["minutes"].append(d["elapsed_s"] / 60)
         curve["acc"].append(100 * d["test_acc"])
+        curve["epoch"].append(d.get("epoch"))
+        for key, field in (("ema", "ema_test_acc"), ("train_acc", "train_acc")):
+            curve[key].append(None if d.get(field) is None else 100 * d[field])
     if not curve["acc"]:
         raise ValueError(f"{path}: no evaluated epoch (test_acc) in it")
     return curve

@@ -23,7 +23,8 @@ def test_only_evaluated_epochs_are_read(tmp_path):
         {"epoch": 1, "train_flops": 1e13, "elapsed_s": 60, "test_acc": None},
         {"epoch": 2, "train_flops": 2e13, "elapsed_s": 150, "test_acc": 0.5},
         {"epoch": 3, "train_flops": 3e13, "elapsed_s": 240, "test_acc": 0.625}])
-    assert R.read_curve(run) == {"flops": [2e13, 3e13], "minutes": [2.5, 4.0], "acc": [50.0, 62.5]}
+    assert R.read_curve(run) == {"flops": [2e13, 3e13], "minutes": [2.5, 4.0], "acc": [50.0, 62.5],
+                                 "epoch": [2, 3], "ema": [None, None], "train_acc": [None, None]}
 
 
 def test_the_committed_runs_draw(tmp_path, capsys):
