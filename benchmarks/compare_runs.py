@@ -28,15 +28,11 @@ def ahead(run: dict, ref: dict, key: str = "acc") -> list:
     """run[key] minus ref[key] interpolated at run's train_flops, in points, one per
     evaluated epoch of ``run``; None where either has no value or the compute is outside
     the reference's evaluated range. run, ref: :func:`recipe_curves.read_curve` dicts."""
-    pairs = [(f, a) for f, a in zip(ref["flops"], ref[key]) if a is not None]
-    out = []
-    for f, a in zip(run["flops"], run[key]):
-        if a is None or not pairs or not pairs[0][0] <= f <= pairs[-1][0]:
-            out.append(None)
-            continue
-        rf, ra = zip(*pairs)
-        out.append(a - float(np.interp(f, rf, ra)))
-    return out
+    known = [(f, a) for f, a in zip(ref["flops"], ref[key]) if a is not None]
+    rf, ra = np.array([f for f, _ in known]), np.array([a for _, a in known])
+    return [None if a is None or not len(rf) or not rf[0] <= f <= rf[-1]
+            else a - float(np.interp(f, rf, ra))
+            for f, a in zip(run["flops"], run[key])]
 
 
 def _fmt(x, signed=False):

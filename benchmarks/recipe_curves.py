@@ -63,8 +63,8 @@ DEFAULT_RUNS = {
 def read_curve(folder: Path) -> dict:
     """The evaluated epochs of a run: {"flops": [...], "minutes": [...], "acc": [...],
     "ema": [...], "epoch": [...], "train_acc": [...]} (accuracies in %; "ema" and
-    "train_acc" hold None where the run has none). Raises ValueError naming the file when it is missing or has no
-    evaluated epoch with ``train_flops``."""
+    "train_acc" hold None where the run has none). Raises ValueError naming the file when
+    it is missing or has no evaluated epoch with ``train_flops``."""
     path = Path(folder) / "metrics.jsonl"
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
