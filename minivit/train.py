@@ -309,7 +309,9 @@ class _Trainer:
         self.data_meta = checkpoint_meta(data)  # class names, an image folder's record
         self.epoch, self.batch0, self.step, self.history, self.elapsed = 0, 0, 0, [], 0.0
         self.running = _fresh_running()
-        self.commit = provenance.code_commit()  # on every metrics line: the code that trained it
+        # on every metrics line: the code that trained it; rank 0 alone writes those lines,
+        # so the other MPI ranks do not each start git
+        self.commit = provenance.code_commit() if self.comm.is_root else None
         if run.state is not None:
             self._restore(run.state)
         if run.out:                     # [mpi hook 3] rank 0 alone writes the outputs

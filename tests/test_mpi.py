@@ -29,6 +29,7 @@ from mpi_common import CFG, DATA, FAST  # noqa: E402
 
 from minivit import distributed  # noqa: E402
 from minivit.checkpoint import load_checkpoint  # noqa: E402
+from minivit.provenance import code_commit  # noqa: E402
 from minivit.train import TrainSettings, train  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -116,7 +117,10 @@ def test_k2_matches_k1_after_training(tmp_path, dtype, optimizer, clip, tol):
         assert a["test_acc"] == b["test_acc"]
     # rank 0 alone wrote the outputs, and they are complete
     run = tmp_path / "k2" / "run"
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2
+    # rank 0, the writer, asked git which code trained the run (the others do not)
+    assert [row["commit"] for row in lines] == [code_commit()] * 2
     assert load_checkpoint(run / "checkpoint.npz")["meta"]["epoch"] == 2
     assert (run / "curves.png").stat().st_size > 1000
 
