@@ -31,16 +31,18 @@ demo: $(VENV)/.runtime
 	$(PY) -m minivit.cli train --preset cifar10-tiny --epochs 1 --data-dir $(DATA) --backend numba --out runs/demo --overwrite
 
 # The best plain ViT at the 60-minute budget (3.24e14 of the first recipe's 3.26e14
-# training FLOP; README, "Depth 5, and depth 6 with 8 heads"): 79.63%, the shipped default
-# model; depth 5 with 44 epochs, the last two on every token with the learning rate
-# restarted at 6e-4. Level with the same at depth 6 (36 epochs; README, "their learning
-# rate restarted"): 79.50%, seeds 1 and 2 79.41%, 78.98%; at depth 6 with 8 heads 79.63%;
-# the depth-6 restart at 3e-4 79.09%, 1e-3 79.40%, 1.5e-3 78.78%, 2e-3 78.37%, none
-# 79.12%; three or four full-length epochs 78.58%, 79.05%; depth 7 and 8 79.29%, 78.75%.
-# The first recipe: the same preset with --epochs 28 and nothing else.
+# training FLOP; README, "8 heads and weight decay 0.1"): its moving average of the
+# weights (decay 0.999; the figure declared before the run was evaluated) reaches 80.34%,
+# the shipped default model; seed 1 80.67% (final weights 79.80%, 80.31%). Depth 5,
+# 8 heads of D_h = 16, weight decay 0.1, 44 epochs on half the patch tokens, the last two
+# on every token with the learning rate restarted at 6e-4. Before: 4 heads and weight
+# decay 0.05 79.63% (EMA 80.06%; seed 1 78.71%), 8 heads alone 79.58% and 79.43% (EMA
+# 79.88%, 79.97%); depth 6 79.50% (seeds 1 and 2 79.41%, 78.98%), depth 7 and 8 79.29%,
+# 78.75%, depth 4 78.66%. The first recipe: the same preset with --epochs 28 and nothing
+# else.
 cifar10-60min: venv
-	$(PY) -m minivit.cli train --preset cifar10-tiny --depth 5 --attn-init mimetic \
-		--patch-keep 0.5 --full-token-epochs 2 --full-token-lr 6e-4 \
+	$(PY) -m minivit.cli train --preset cifar10-tiny --depth 5 --heads 8 --weight-decay 0.1 \
+		--attn-init mimetic --patch-keep 0.5 --full-token-epochs 2 --full-token-lr 6e-4 \
 		--crop-padding 2 --crop-mode reflect \
 		--ema-decay 0.999 --epochs 44 --batch-size 64 --lr 1e-3 --eval-every 4 \
 		--data-dir $(DATA) --backend numba --out runs/cifar10-60min

@@ -210,28 +210,36 @@ def torch_vit(torch, cfg):
     return build_torch_vit(torch, cfg, attention="sdpa")
 
 
+def cuda_training_step(cfg, batch, backend="cuda"):
+    """A fresh float32 ViT of ``cfg`` on ``backend`` (the cuda backend, or an instance of
+    it), a random batch x: (batch, H, W, C), y: (batch,), and ``step(i)``: forward, loss,
+    backward and AdamW over every parameter (step number i + 1); returns ``(step, x, y)``."""
+    from minivit import ViT
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, cfg.image_size, cfg.image_size, cfg.channels),
+                            dtype=np.float32)
+    y = rng.integers(0, cfg.num_classes, size=batch)
+    model = ViT(cfg, dtype="float32", backend=backend)
+    be = model.be
+    state = {k: (be.zeros_like(p), be.zeros_like(p)) for k, p in model.params.items()}
+
+    def step(i):
+        logits = model.forward(x)
+        loss, dl = be.softmax_cross_entropy(logits, y)
+        model.backward(dl)
+        for k, p in model.params.items():
+            be.adamw_update(p, model.grads[k], *state[k], 1e-3, 0.9, 0.999, 1e-8, 0.05, i + 1)
+        return loss
+    return step, x, y
+
+
 def bench_training(presets, batch, steps):
-    from minivit import ViT, ViTConfig
+    from minivit import ViTConfig
     torch = _torch()
     rows = []
     for name in presets:
         cfg = ViTConfig.preset(name)
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((batch, cfg.image_size, cfg.image_size, cfg.channels),
-                                dtype=np.float32)
-        y = rng.integers(0, cfg.num_classes, size=batch)
-        model = ViT(cfg, dtype="float32", backend="cuda")
-        be = model.be
-        state = {k: (be.zeros_like(p), be.zeros_like(p)) for k, p in model.params.items()}
-
-        def step(i):
-            logits = model.forward(x)
-            loss, dl = be.softmax_cross_entropy(logits, y)
-            model.backward(dl)
-            for k, p in model.params.items():
-                be.adamw_update(p, model.grads[k], *state[k], 1e-3, 0.9, 0.999, 1e-8,
-                                0.05, i + 1)
-            return loss
+        step, x, y = cuda_training_step(cfg, batch)
 
         from numba import cuda
         for i in range(3):
@@ -270,23 +278,34 @@ def bench_training(presets, batch, steps):
 
 
 # ---------------------------------------------------------------------- 0. tests
-def run_cuda_tests():
-    """The CUDA test suite on the real GPU (the simulator off): pass/fail counts."""
+def run_cuda_tests(timeout_s):
+    """The CUDA test suite on the real GPU (the simulator off): pass/fail counts, and the
+    output's tail where anything failed or the run outlasted `timeout_s`."""
     import subprocess
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        str(ROOT / "tests" / "cuda")], env=env, capture_output=True,
-                       text=True, cwd=ROOT)
-    last = (r.stdout.strip().splitlines() or [""])[-1]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
+           "--durations=5", str(ROOT / "tests" / "cuda")]
+    try:
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT,
+                           timeout=timeout_s)
+        rc, text = r.returncode, r.stdout + r.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc = None
+        text = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) \
+            else (exc.stdout or "")
+    lines = text.strip().splitlines()
+    last = lines[-1] if lines and rc is not None else f"timed out after {timeout_s} s"
     print(f"CUDA tests on the GPU: {last}")
-    return {"returncode": r.returncode, "summary": last,
-            "seconds": time.perf_counter() - t0}
+    row = {"returncode": rc, "summary": last, "seconds": time.perf_counter() - t0}
+    if rc != 0:
+        row["output_tail"] = lines[-80:]
+    return row
 
 
 # ---------------------------------------------------------------------- 4. one epoch
-def time_epoch(data_dir, batch):
+def time_epoch(data_dir, batch, timeout_s):
     """Wall time of one cifar10-tiny epoch through the CLI on the cuda backend."""
     import subprocess
     import tempfile
@@ -298,16 +317,41 @@ def time_epoch(data_dir, batch):
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "minivit.cli", "train", "--preset",
-                            "cifar10-tiny", "--epochs", "1", "--batch-size", str(batch),
-                            "--backend", "cuda", "--data-dir", str(data_dir), "--out",
-                            str(Path(out) / "run")], env=env, capture_output=True,
-                           text=True, cwd=ROOT)
+        try:
+            r = subprocess.run([sys.executable, "-m", "minivit.cli", "train", "--preset",
+                                "cifar10-tiny", "--epochs", "1", "--batch-size", str(batch),
+                                "--backend", "cuda", "--data-dir", str(data_dir), "--out",
+                                str(Path(out) / "run"), "--no-progress"], env=env,
+                               capture_output=True, text=True, cwd=ROOT, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            print(f"epoch cifar10-tiny B={batch} on cuda: over {timeout_s} s; stopped")
+            return {"preset": "cifar10-tiny", "batch": batch, "timed_out_s": timeout_s}
         wall = time.perf_counter() - t0
-    tail = r.stdout.strip().splitlines()[-3:] + r.stderr.strip().splitlines()[-3:]
+    tail = r.stdout.strip().splitlines()[-8:] + r.stderr.strip().splitlines()[-8:]
     print(f"epoch cifar10-tiny B={batch} on cuda: {wall:.1f} s (rc {r.returncode})")
     return {"preset": "cifar10-tiny", "batch": batch, "wall_s": wall,
             "returncode": r.returncode, "log_tail": tail}
+
+
+def _versions():
+    """Versions of the packages the numbers depend on (None where one does not import)."""
+    from importlib import metadata
+    got = {}
+    for name in ("numba", "numba-cuda", "llvmlite", "numpy", "cuda-bindings", "torch",
+                 "cupy-cuda13x", "cupy-cuda12x"):
+        try:
+            got[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            got[name] = None
+    return got
+
+
+def _write_json(out, path):
+    """Write `out` to `path` atomically (a temporary file, then a rename)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    os.replace(tmp, path)
 
 
 def main(argv=None):
@@ -317,6 +361,10 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--skip-tests", action="store_true", help="no CUDA test suite run")
+    ap.add_argument("--tests-timeout", type=float, default=1800,
+                    help="seconds the CUDA test suite may take")
+    ap.add_argument("--epoch-timeout", type=float, default=900,
+                    help="seconds the one-epoch CLI run may take")
     args = ap.parse_args(argv)
 
     reason = gpu_or_reason()
@@ -336,20 +384,24 @@ def main(argv=None):
         "device": dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name),
         "compute_capability": list(dev.compute_capability),
         "python": platform.python_version(),
+        "versions": _versions(),
         "tf32": False,
         "dtype": "float32",
         "tiles": be.tiles._asdict(),
-        "tests": None if args.skip_tests else run_cuda_tests(),
-        "matmul": bench_matmul(be, shapes, reps),
-        "attention": bench_attention(be, cases, reps),
-        "training": bench_training(["cifar10-tiny", "cifar10-small"], args.batch,
-                                   5 if args.quick else 20),
-        "epoch": time_epoch(args.data_dir, args.batch),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, args.out)
+    # Written after every section, so a run cut short (a lease ending, a hang killed by
+    # a timeout) still leaves what it measured.
+    sections = [
+        ("tests", lambda: None if args.skip_tests else run_cuda_tests(args.tests_timeout)),
+        ("matmul", lambda: bench_matmul(be, shapes, reps)),
+        ("attention", lambda: bench_attention(be, cases, reps)),
+        ("training", lambda: bench_training(["cifar10-tiny", "cifar10-small"], args.batch,
+                                            5 if args.quick else 20)),
+        ("epoch", lambda: time_epoch(args.data_dir, args.batch, args.epoch_timeout)),
+    ]
+    for name, run in sections:
+        out[name] = run()
+        _write_json(out, args.out)
     print(f"wrote {args.out}")
     return 0
 

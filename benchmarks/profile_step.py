@@ -63,11 +63,23 @@ def _fwd_flops(name, args):
     return None, name
 
 
+def _device_sync(be):
+    """A function that waits for ``be``'s device to finish its queued work (kernel launches
+    on the cuda backend return at once), or a no-op on the CPU backends."""
+    if getattr(be, "name", None) == "cuda":
+        from numba import cuda
+        return cuda.synchronize
+    return lambda: None
+
+
 def timed_backend(be):
     """Wrap ``be``'s public ops in place so that each call adds its wall time (and FLOPs)
     to ``be.prof[label]`` = [seconds, calls, flops]. Backward ops find their forward's
-    FLOPs through the cache object the forward returned."""
+    FLOPs through the cache object the forward returned. On the cuda backend each op is
+    bracketed by device synchronisations, so its time is its kernels' (a real step
+    overlaps launches with kernels, so the ops' sum there is an upper bound)."""
     be.prof = collections.defaultdict(lambda: [0.0, 0, 0])
+    sync = _device_sync(be)
     fwd_of_cache = {}
     for name in FORWARD + BACKWARD + OPTIM:
         if not hasattr(be, name):
@@ -75,8 +87,10 @@ def timed_backend(be):
         fn = getattr(be, name)
 
         def wrap(*a, _fn=fn, _name=name, **k):
+            sync()
             t0 = time.perf_counter()
             out = _fn(*a, **k)
+            sync()
             dt = time.perf_counter() - t0
             if _name in BACKWARD:
                 flops, label = fwd_of_cache.pop(id(a[1]), (None, _name))
@@ -111,7 +125,7 @@ def _setup(backend, cfg, batch, flags):
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, cfg.image_size, cfg.image_size, cfg.channels)).astype(np.float32)
     labels = rng.integers(0, cfg.num_classes, size=batch)
-    state = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in model.params.items()}
+    state = {k: (be.zeros_like(v), be.zeros_like(v)) for k, v in model.params.items()}
     return be, model, images, labels, state
 
 
@@ -128,6 +142,7 @@ def profile(variants, cfg, batch, steps, warmup=2):
             model.loss_and_grads(images, labels)
             for k, p in model.params.items():
                 be.adamw_update(p, model.grads[k], *state[k], 1e-3, 0.9, 0.999, 1e-8, 0.05, s + 1)
+            _device_sync(be)()
             dt = time.perf_counter() - t0
             if s >= warmup:
                 per_step[n].append((dt, {k: tuple(v) for k, v in be.prof.items()}))

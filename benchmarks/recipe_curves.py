@@ -42,6 +42,8 @@ DEFAULT_RUNS = {
         RESULTS / "cifar10_60min_d6m_ft2_ftlr" / "ftlr6e-4",
     "minivit, 60-min budget, the same at depth 5 (44 ep)":
         RESULTS / "cifar10_60min_d5_h8" / "d5_seed0",
+    "minivit, 60-min budget, the same with 8 heads and weight decay 0.1 (44 ep)":
+        RESULTS / "cifar10_60min_d5h8_wd10" / "d5h8wd10_seed0",
     "minivit, 60-min budget, the same with pk25 (70 ep)":
         RESULTS / "cifar10_60min_d6pk25_ft2",
     "minivit, 30-min budget, pk50 + reflect crops + mimetic (29 ep)":

@@ -788,7 +788,11 @@ def report(r, out) -> None:
         else f"{r['objective']} test accuracy"
     if r.get("data_source") == "synthetic":
         what += " on the synthetic set (a pipeline check, not a CIFAR-10 result)"
-    print(f"final {what}: {100 * r['test_acc']:.2f}%  (outputs in {out}/)")
+    # With --ema-decay the moving average is evaluated too, and a bundled model may be
+    # that average (benchmarks/bundle_model.py --ema): the final line gives both figures.
+    ema = hist[-1].get("ema_test_acc") if hist else None
+    also = "" if ema is None else f"; moving average of the weights {100 * ema:.2f}%"
+    print(f"final {what}: {100 * r['test_acc']:.2f}%{also}  (outputs in {out}/)")
 
 
 def cli_main(fn, args, **kw) -> int:

@@ -103,8 +103,14 @@ print(f"recipe: {recipe.epochs} epochs, batch {recipe.batch_size}, {recipe.optim
       f"label smoothing {recipe.label_smoothing:g}, random crop (padding {recipe.crop_padding}, "
       f"{recipe.crop_mode}) {'+ horizontal flip' if recipe.flip else 'without flips'}, "
       f"EMA of the weights {recipe.ema_decay:g}, {recipe.dtype} on {recipe.backend}")
+# The package ships either the final weights or their moving average (`weights` in the
+# checkpoint's meta), and quotes the test accuracy of the weights it ships.
+shipped_ema = bundled_meta.get("weights") == "ema"
+shipped_acc = run["final_ema_test_acc"] if shipped_ema else run["final_test_acc"]
 print(f"\nits run ({BUNDLED_RUN.relative_to(REPO)}/summary.json): "
-      f"{100 * run['final_test_acc']:.2f}% test accuracy after {run['epochs']} epochs in "
+      f"{100 * shipped_acc:.2f}% test accuracy"
+      f"{' (the moving average of the weights, the shipped ones)' if shipped_ema else ''}"
+      f" after {run['epochs']} epochs in "
       f"{run['train_plus_eval_s'] / 60:.1f} min of training and evaluation "
       f"({run['machine']}; {run['images_per_s']:.0f} training images/s on average)")
 

@@ -75,7 +75,7 @@ def setup():
 
 #: The saved results of the run that produced the bundled model (README "Training on
 #: CIFAR-10"): summary.json (command, final accuracy, wall time) and metrics.jsonl.
-BUNDLED_RUN = REPO / "benchmarks" / "results" / "cifar10_60min_d5_h8" / "d5_seed0"
+BUNDLED_RUN = REPO / "benchmarks" / "results" / "cifar10_60min_d5h8_wd10" / "d5h8wd10_seed0"
 
 
 def recorded_settings(meta):

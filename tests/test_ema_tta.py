@@ -341,6 +341,12 @@ def test_cli_train_with_every_knob(tmp_path):
     row = json.loads(open(out / "metrics.jsonl").readline())
     assert row["train_flops"] == 4 * 16 * c.train_flops_per_image(full_tokens=True)   # K = 1
     assert "ema_test_acc" in row
+    # the final line gives the moving average's figure beside the final weights'
+    last = [json.loads(x) for x in open(out / "metrics.jsonl")][-1]
+    assert r.stdout.rstrip().endswith(
+        f"final test accuracy on the synthetic set (a pipeline check, not a CIFAR-10 result): "
+        f"{100 * last['test_acc']:.2f}%; moving average of the weights "
+        f"{100 * last['ema_test_acc']:.2f}%  (outputs in {out}/)"), r.stdout[-400:]
     bad = subprocess.run(cmd[:-2] + ["--dropout", "1.5", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "dropout must be a rate in [0, 1), got 1.5" in bad.stderr

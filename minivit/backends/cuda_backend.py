@@ -111,6 +111,15 @@ class CudaBackend:
         self.tiles = DEFAULT_TILES if tiles is None else Tiles(*tiles)
         self.workspace = Workspace()
         self._dummies: dict = {}
+        # A launch with fewer blocks than this leaves multiprocessors idle: the weight
+        # gradient (split K) and column sums over long R (row chunks) are then cut into
+        # more blocks. Two per SM on a GPU; 1 under the simulator (never split there,
+        # unless a test asks, to keep the Python-thread simulation fast).
+        self.min_blocks = 1 if numba.config.ENABLE_CUDASIM else \
+            2 * int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+        # Shortest slice of K (split-K matmul) and of rows (chunked column sums) worth a
+        # block of its own: shorter, the partials' extra traffic outweighs the parallelism.
+        self.min_split = 256
 
     # ------------------------------------------------------------------ helpers
     def _k(self, dtype):
@@ -337,7 +346,10 @@ class CudaBackend:
     # ------------------------------------------------------------------ dense layers
     def _matmul(self, A, B, C, trans_a=False, trans_b=False, bias=None, act=ACT_NONE,
                 hpre=None):
-        """C (M, N) = act(op(A) op(B) + bias) with the tiled kernel (2-D device views)."""
+        """C (M, N) = act(op(A) op(B) + bias) with the tiled kernel (2-D device views).
+        A product with too few output tiles to fill the GPU and a long K (the weight
+        gradient xᵀ dy: M × N = D_in × D_out, K = every token) is split along K into S
+        slices computed side by side, whose partial products are then summed."""
         k = self._k(C.dtype)
         M, N = (int(s) for s in C.shape)
         K = int(A.shape[0] if trans_a else A.shape[1])
@@ -345,18 +357,44 @@ class CudaBackend:
             return C
         t = self.tiles
         grid = (_cdiv(N, k.BN), _cdiv(M, k.BM))
-        k.matmul[grid, (t.mm_tx, t.mm_ty)](
-            A, B, bias if bias is not None else self._dummy(1, C.dtype), C,
+        S, kc = 1, max(K, 1)
+        if bias is None and act == ACT_NONE and C.is_c_contiguous():
+            # slices a whole number of BK-deep slabs long
+            S, kc = self._splits(grid[0] * grid[1], K, align=t.mm_bk)
+        out = C if S == 1 else self._empty((S * M, N), C.dtype)
+        k.matmul[grid + (S,), (t.mm_tx, t.mm_ty)](
+            A, B, bias if bias is not None else self._dummy(1, C.dtype), out,
             hpre if hpre is not None else self._dummy(2, C.dtype),
-            M, N, K, bool(trans_a), bool(trans_b), bias is not None, act)
+            M, N, K, kc, bool(trans_a), bool(trans_b), bias is not None, act)
+        if S > 1:
+            self._col_sum(out.reshape(S, M * N), C.reshape(M * N))
         return C
 
+    def _splits(self, blocks, length, align=1):
+        """Cut a reduction of ``length`` terms into pieces so that a launch of ``blocks``
+        blocks per piece reaches ``min_blocks``, each piece at least ``min_split`` long
+        and a multiple of ``align``: returns (pieces, terms per piece, the last one
+        shorter); (1, length) when it is not worth splitting."""
+        if blocks >= self.min_blocks or length < 2 * self.min_split:
+            return 1, max(length, 1)
+        n = min(_cdiv(self.min_blocks, blocks), length // self.min_split)
+        per = _cdiv(_cdiv(length, n), align) * align
+        return _cdiv(length, per), per
+
     def _col_sum(self, X, out):
-        """out (C,) = Σ_r X[r, :], X: (R, C) device view."""
+        """out (C,) = Σ_r X[r, :], X: (R, C) device view. Narrow and long (few column
+        blocks, many rows) it sums G row chunks side by side, then the G partials."""
         t = self.tiles
-        C = int(X.shape[1])
-        if C:
-            self._k(out.dtype).col_sum[_cdiv(C, t.col_x), (t.col_x, t.col_y)](X, out)
+        R, C = (int(s) for s in X.shape)
+        if C == 0:
+            return out
+        k = self._k(out.dtype)
+        cols = _cdiv(C, t.col_x)
+        G, rc = self._splits(cols, R)
+        part = out.reshape(1, C) if G == 1 else self._empty((G, C), out.dtype)
+        k.col_sum[(cols, G), (t.col_x, t.col_y)](X, part, rc)
+        if G > 1:
+            k.col_sum[(cols, 1), (t.col_x, t.col_y)](part, out.reshape(1, C), G)
         return out
 
     def linear_forward(self, x, W, b=None):
@@ -428,8 +466,17 @@ class CudaBackend:
             k.layernorm_bwd[min(R, _MAX_ROW_BLOCKS), self.tiles.row](dy2, x2, mean, rstd, gamma,
                                                dy.dtype.type(1.0 / D), self._rows(dx))
         t = self.tiles
-        k.ln_param_grads[_cdiv(D, t.col_x), (t.col_x, t.col_y)](dy2, x2, mean, rstd,
-                                                                 dgamma, dbeta)
+        cols = _cdiv(D, t.col_x)
+        G, rc = self._splits(cols, R)      # row chunks, as in _col_sum
+        if G == 1:
+            k.ln_param_grads[(cols, 1), (t.col_x, t.col_y)](dy2, x2, mean, rstd,
+                                                            dgamma.reshape(1, D),
+                                                            dbeta.reshape(1, D), rc)
+        else:
+            pg, pb = self._empty((G, D), dy.dtype), self._empty((G, D), dy.dtype)
+            k.ln_param_grads[(cols, G), (t.col_x, t.col_y)](dy2, x2, mean, rstd, pg, pb, rc)
+            self._col_sum(pg, dgamma)
+            self._col_sum(pb, dbeta)
         return dx, dgamma, dbeta
 
     # ------------------------------------------------------------------ activations

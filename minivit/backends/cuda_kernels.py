@@ -170,10 +170,12 @@ def _matmul(dt, tiles: Tiles) -> dict:
     mm_opts = {} if numba.config.ENABLE_CUDASIM else dict(launch_bounds=(NT, 2))
 
     @cuda.jit(**mm_opts)
-    def matmul(A, Bm, bias, C, Hpre, M, N, K, trans_a, trans_b, has_bias, act):
+    def matmul(A, Bm, bias, C, Hpre, M, N, K, kc, trans_a, trans_b, has_bias, act):
         """C (M, N) = act(op(A) · op(B) + bias). op(A) = A (M, K) or, trans_a, Aᵀ with
         A (K, M); op(B) = B (K, N) or, trans_b, Bᵀ with B (N, K). bias: (N,) used when
-        has_bias. act 1/2: GELU tanh/erf epilogue, pre-activation also written to Hpre."""
+        has_bias. act 1/2: GELU tanh/erf epilogue, pre-activation also written to Hpre.
+        Split K (grid z = S > 1, kc < K): block z sums k in [z·kc, (z+1)·kc) and writes
+        its partial product to rows z·M … z·M + M − 1 of C (S·M, N); no bias or act."""
         # Tiling: a block of TY×TX threads owns a BM×BN tile of C (BM = TY·RM, BN = TX·RN);
         # thread (ty, tx) keeps an RM×RN register block at rows ty + TY·i, cols tx + TX·j
         # (strided, so stores coalesce and shared reads are broadcast/conflict-free).
@@ -181,6 +183,13 @@ def _matmul(dt, tiles: Tiles) -> dict:
         # As[k, m] and Bs[k, n] (A's rows padded by one against bank conflicts), loaded
         # coalesced along the operand's contiguous axis whatever the transposition, with
         # zeros outside the matrix, so any M, N, K work.
+        # Split K: a weight gradient xᵀ dy has a small M × N (a few tiles) and a long K
+        # (every token of the batch), so one block per tile would leave most
+        # multiprocessors idle; grid z cuts K into slices summed later (col_sum).
+        z = cuda.blockIdx.z
+        k_lo = z * kc
+        k_hi = min(K, k_lo + kc)
+        row0 = z * M
         As = cuda.shared.array((BK, BM1), F)
         Bs = cuda.shared.array((BK, BN), F)
         acc = cuda.local.array(RMN, F)          # acc[i·RN + j], in registers
@@ -193,7 +202,7 @@ def _matmul(dt, tiles: Tiles) -> dict:
         n0 = cuda.blockIdx.x * BN
         for i in range(RMN):
             acc[i] = ZERO
-        for k0 in range(0, K, BK):
+        for k0 in range(k_lo, k_hi, BK):
             for r in range(A_LOADS):
                 e = tid + r * NT
                 if e < BM * BK:
@@ -202,13 +211,13 @@ def _matmul(dt, tiles: Tiles) -> dict:
                         mm = e - kk * BM
                         gk = k0 + kk
                         gm = m0 + mm
-                        As[kk, mm] = A[gk, gm] if (gk < K and gm < M) else ZERO
+                        As[kk, mm] = A[gk, gm] if (gk < k_hi and gm < M) else ZERO
                     else:                            # A: (M, K), contiguous along k
                         mm = e // BK
                         kk = e - mm * BK
                         gk = k0 + kk
                         gm = m0 + mm
-                        As[kk, mm] = A[gm, gk] if (gk < K and gm < M) else ZERO
+                        As[kk, mm] = A[gm, gk] if (gk < k_hi and gm < M) else ZERO
             for r in range(B_LOADS):
                 e = tid + r * NT
                 if e < BK * BN:
@@ -217,13 +226,13 @@ def _matmul(dt, tiles: Tiles) -> dict:
                         kk = e - nn * BK
                         gk = k0 + kk
                         gn = n0 + nn
-                        Bs[kk, nn] = Bm[gn, gk] if (gk < K and gn < N) else ZERO
+                        Bs[kk, nn] = Bm[gn, gk] if (gk < k_hi and gn < N) else ZERO
                     else:                            # B: (K, N), contiguous along n
                         kk = e // BN
                         nn = e - kk * BN
                         gk = k0 + kk
                         gn = n0 + nn
-                        Bs[kk, nn] = Bm[gk, gn] if (gk < K and gn < N) else ZERO
+                        Bs[kk, nn] = Bm[gk, gn] if (gk < k_hi and gn < N) else ZERO
             cuda.syncthreads()
             for kk in range(BK):
                 for i in range(RM):
@@ -244,7 +253,7 @@ def _matmul(dt, tiles: Tiles) -> dict:
                         if has_bias:
                             v += bias[gn]
                         if act == 0:
-                            C[gm, gn] = v
+                            C[row0 + gm, gn] = v
                         else:
                             Hpre[gm, gn] = v
         # GELU in a second pass over this thread's own outputs, read back from Hpre: with
@@ -398,19 +407,25 @@ def _reductions(dt, tiles: Tiles) -> dict:
 
     # ------------------------------------------------------------------ column reductions
     @cuda.jit
-    def col_sum(X, out):
-        """out (C,) = Σ_r X[r, :], X: (R, C) (any strides): bias gradients, dcls, dpos."""
-        # Block = CX columns × CY row lanes: lane ty sums rows ty, ty+CY, … of column
-        # blockIdx.x·CX + tx (coalesced across tx), then lane 0 adds the CY partials.
+    def col_sum(X, out, rc):
+        """out (G, C): out[g] = Σ_r X[r, :] over rows g·rc … g·rc + rc − 1 of X (R, C)
+        (any strides), g = blockIdx.y: bias gradients, dcls, dpos, split-K partials."""
+        # Block = CX columns × CY row lanes: lane ty sums rows ty, ty+CY, … of its chunk
+        # of column blockIdx.x·CX + tx (coalesced across tx), then lane 0 adds the CY
+        # partials. Chunks (grid y > 1) keep the GPU busy when C is narrow and R long
+        # (db of a linear layer: C = D, R = every token); their partial sums are added by
+        # a second launch, in a fixed order, so the result does not vary run to run.
         part = cuda.shared.array((CY, CX), F)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         col = cuda.blockIdx.x * CX + tx
+        g = cuda.blockIdx.y
         R, Cc = X.shape
+        r_end = min(R, (g + 1) * rc)
         acc = ZERO
         if col < Cc:
-            r = ty
-            while r < R:
+            r = g * rc + ty
+            while r < r_end:
                 acc += X[r, col]
                 r += CY
         part[ty, tx] = acc
@@ -419,24 +434,27 @@ def _reductions(dt, tiles: Tiles) -> dict:
             s = ZERO
             for k in range(CY):
                 s += part[k, tx]
-            out[col] = s
+            out[g, col] = s
 
     @cuda.jit
-    def ln_param_grads(dy, x, mean, rstd, dgamma, dbeta):
-        """dgamma (D,) = Σ_r dy·x̂, dbeta (D,) = Σ_r dy over the rows of dy, x: (R, D);
-        x̂ = (x − mean[r])·rstd[r] is recomputed, not stored."""
-        # same CX × CY column-reduction tiling as col_sum, two sums at once
+    def ln_param_grads(dy, x, mean, rstd, dgamma, dbeta, rc):
+        """dgamma (G, D): dgamma[g] = Σ_r dy·x̂, dbeta (G, D): dbeta[g] = Σ_r dy, over rows
+        g·rc … g·rc + rc − 1 of dy, x: (R, D), g = blockIdx.y; x̂ = (x − mean[r])·rstd[r]
+        is recomputed, not stored."""
+        # same CX × CY column-reduction tiling and row chunks as col_sum, two sums at once
         pg = cuda.shared.array((CY, CX), F)
         pb = cuda.shared.array((CY, CX), F)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         col = cuda.blockIdx.x * CX + tx
+        g = cuda.blockIdx.y
         R, D = x.shape
+        r_end = min(R, (g + 1) * rc)
         ag = ZERO
         ab = ZERO
         if col < D:
-            r = ty
-            while r < R:
+            r = g * rc + ty
+            while r < r_end:
                 d = dy[r, col]
                 ag += d * (x[r, col] - mean[r]) * rstd[r]
                 ab += d
@@ -450,8 +468,8 @@ def _reductions(dt, tiles: Tiles) -> dict:
             for k in range(CY):
                 sg += pg[k, tx]
                 sb += pb[k, tx]
-            dgamma[col] = sg
-            dbeta[col] = sb
+            dgamma[g, col] = sg
+            dbeta[g, col] = sb
 
     return dict(reduce=reduce, col_sum=col_sum, ln_param_grads=ln_param_grads)
 

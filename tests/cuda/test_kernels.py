@@ -92,6 +92,52 @@ def test_linear_forward_backward(be_small, rng, has_bias):
     assert dx is None
 
 
+@pytest.fixture
+def be_split():
+    """Small tiles, and a backend that splits every reduction it can (as a real GPU
+    does for the weight gradients, whose few output tiles cannot fill it): split-K
+    matmuls and row-chunked column sums, with ragged slices. Records each split."""
+    from minivit.backends.cuda_backend import CudaBackend
+    from minivit.backends.cuda_kernels import SMALL_TILES
+
+    class Recording(CudaBackend):
+        def _splits(self, blocks, length, align=1):
+            n, per = super()._splits(blocks, length, align)
+            assert n == 1 or (per % align == 0 and (n - 1) * per < length <= n * per)
+            self.splits.append(n)
+            return n, per
+    be = Recording(tiles=SMALL_TILES)
+    be.min_blocks, be.min_split, be.splits = 64, 4, []
+    return be
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, F32), (np.float64, F64)])
+def test_split_k_and_row_chunks_match_numpy(be_split, rng, dtype, tol):
+    """dW = xᵀ dy split along the tokens (K), db and LayerNorm's dγ, dβ summed in row
+    chunks: the same values as the NumPy reference."""
+    be = be_split
+    x = rng.standard_normal((3, 15, 7)).astype(dtype)          # R = 45 tokens
+    W = rng.standard_normal((7, 6)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    dy = rng.standard_normal((3, 15, 6)).astype(dtype)
+    _, c_ref = ops.linear_forward(x, W, b)
+    _, c = be.linear_forward(up(be, x, dtype), up(be, W, dtype), up(be, b, dtype))
+    for got, want in zip(be.linear_backward(up(be, dy, dtype), c),
+                         ops.linear_backward(dy, c_ref)):
+        close(be, got, want, tol)
+    assert max(be.splits) > 1                                   # the split path ran
+    g = rng.standard_normal(7).astype(dtype)
+    _, c_ref = ops.layernorm_forward(x, g, b[:1].repeat(7), 1e-6)
+    _, c = be.layernorm_forward(up(be, x, dtype), up(be, g, dtype),
+                                up(be, b[:1].repeat(7), dtype), 1e-6)
+    be.splits.clear()
+    got = be.layernorm_backward(up(be, dy[..., :1].repeat(7, -1), dtype), c)
+    want = ops.layernorm_backward(dy[..., :1].repeat(7, -1), c_ref)
+    for gd, wd in zip(got, want):
+        close(be, gd, wd, tol if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4))
+    assert max(be.splits) > 1
+
+
 @pytest.mark.parametrize("form", ["tanh", "erf"])
 def test_linear_gelu_fused(be_small, rng, form):
     x = rng.standard_normal((3, 5)).astype(np.float32)

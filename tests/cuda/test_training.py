@@ -151,3 +151,21 @@ def test_workspace_reuse_no_allocation_in_steady_state(be_small):
     assert be_small.workspace.free_count() > 0
     be_small.workspace.release()
     assert be_small.workspace.free_count() == 0
+
+
+def test_the_gpu_benchmarks_training_step_learns():
+    """benchmarks/gpu.py's (and cuda_step_ab.py's) timed step: at the official init (zero
+    head) the loss is ln(classes) exactly; five AdamW steps on one batch lower it."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
+    spec = importlib.util.spec_from_file_location("gpu_bench", path)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    from minivit.backends.cuda_backend import CudaBackend
+    from minivit.backends.cuda_kernels import SMALL_TILES
+    step, x, y = gpu.cuda_training_step(CFG, 2, CudaBackend(tiles=SMALL_TILES))
+    assert x.shape == (2, 8, 8, 3) and y.shape == (2,)
+    losses = [float(step(i)) for i in range(5)]
+    assert abs(losses[0] - np.log(CFG.num_classes)) < 1e-5
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
