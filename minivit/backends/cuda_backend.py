@@ -468,13 +468,11 @@ class CudaBackend:
         t = self.tiles
         cols = _cdiv(D, t.col_x)
         G, rc = self._splits(cols, R)      # row chunks, as in _col_sum
-        if G == 1:
-            k.ln_param_grads[(cols, 1), (t.col_x, t.col_y)](dy2, x2, mean, rstd,
-                                                            dgamma.reshape(1, D),
-                                                            dbeta.reshape(1, D), rc)
-        else:
-            pg, pb = self._empty((G, D), dy.dtype), self._empty((G, D), dy.dtype)
-            k.ln_param_grads[(cols, G), (t.col_x, t.col_y)](dy2, x2, mean, rstd, pg, pb, rc)
+        # one chunk writes the gradients themselves; several, partials summed after
+        pg, pb = ((dgamma.reshape(1, D), dbeta.reshape(1, D)) if G == 1 else
+                  (self._empty((G, D), dy.dtype), self._empty((G, D), dy.dtype)))
+        k.ln_param_grads[(cols, G), (t.col_x, t.col_y)](dy2, x2, mean, rstd, pg, pb, rc)
+        if G > 1:
             self._col_sum(pg, dgamma)
             self._col_sum(pb, dbeta)
         return dx, dgamma, dbeta
